@@ -1,0 +1,1 @@
+"""PySpark jobs of the THRNN pipeline: raw logs -> sessions -> Parquet splits."""
