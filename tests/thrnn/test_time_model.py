@@ -161,6 +161,17 @@ def test_grid_refinement_changes_mae_by_less_than_a_tenth_of_a_percent(gap_expon
         assert abs(c - f) / f < 1e-3
 
 
+def test_grid_refinement_per_prediction_over_a_wide_range():
+    # each prediction, from a mean of ~1e-4 h (a = 6, exponent 0.5) to the cut-off, within 0.1 %
+    a = torch.linspace(-8, 6, 57, dtype=torch.float64)
+    for gap_exponent in (0.5, 1.0, 2.0):
+        for w in (-0.3, 0.0, 2.0):
+            kw = {"gap_exponent": gap_exponent, "unit_hours": 24.0, "cutoff_hours": 600.0}
+            coarse, _ = tm.expected_return_hours(a, w, **kw)
+            fine, _ = tm.expected_return_hours(a, w, n_grid=16 * tm.DEFAULT_N_GRID, **kw)
+            assert float(((coarse - fine).abs() / fine).max()) < 1e-3
+
+
 def test_return_probability_conditions_on_elapsed_time():
     a = torch.tensor([0.5, -1.0], dtype=torch.float64)
     # memoryless when w = 0 and gap_exponent = 1
