@@ -1,0 +1,155 @@
+"""Instance-wide settings of the nightly pipeline, read from environment variables.
+
+Run-time knobs (epochs, tolerances, ...) are DAG params (:mod:`thrnn.pipeline.params`); what is here
+belongs to the deployment: where files live, which MLflow / warehouse / Spark to talk to, and which
+Airflow queue and pool the training task goes to. Reading these touches no database or network, so
+the DAG file may build them at parse time.
+
+Environment variables (all optional):
+
+=========================== ==============================================================
+``THRNN_HOME``              root of everything local (default ``./var``)
+``MLFLOW_TRACKING_URI``     MLflow tracking URI (default ``sqlite:///$THRNN_HOME/mlflow.db``)
+``THRNN_MLFLOW_ARTIFACTS``  artifact root for new experiments (default ``$THRNN_HOME/mlartifacts``)
+``THRNN_WAREHOUSE_URL``     ``postgresql://...`` or ``duckdb:///path`` (default DuckDB
+                            ``$THRNN_HOME/warehouse.duckdb``)
+``AIRFLOW_HOME``            Airflow home (default ``$THRNN_HOME/airflow``)
+``THRNN_SPARK_MASTER``      Spark master for the sessionize task (default ``local[*]``)
+``THRNN_TRAIN_QUEUE``       Celery queue of the training task (e.g. ``gpu``; default queue if unset)
+``THRNN_TRAIN_POOL``        Airflow pool of the training task (default pool if unset)
+``THRNN_DEVICE``            ``auto`` | ``cpu`` | ``cuda`` for training and scoring (default ``auto``)
+=========================== ==============================================================
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DEFAULT_HOME = "./var"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every path of one (dataset, run_date); nothing outside ``root`` is written by a run."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        """Sessionize output (train/, test/, items/, users/, quarantine/, stats.json)."""
+        return self.root / "data"
+
+    @property
+    def train(self) -> Path:
+        """Training run folder (model.pt, config.json, history.json, checkpoints)."""
+        return self.root / "train"
+
+    @property
+    def evaluation(self) -> Path:
+        """metrics.json, baselines, report.md and plots."""
+        return self.root / "evaluation"
+
+    @property
+    def scores(self) -> Path:
+        """recommendations.parquet and churn_risk.parquet as published."""
+        return self.root / "scores"
+
+    @property
+    def state(self) -> Path:
+        """Small JSON hand-offs between tasks (mlflow run id, registry decision, ...)."""
+        return self.root / "state"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Deployment settings; build with :meth:`from_env`."""
+
+    home: Path = field(default=Path(DEFAULT_HOME), metadata={"help": "THRNN_HOME: root of local state"})
+    mlflow_tracking_uri: str = field(
+        default="", metadata={"help": "MLflow tracking URI; empty = SQLite file $THRNN_HOME/mlflow.db"}
+    )
+    mlflow_artifact_root: str = field(
+        default="", metadata={"help": "artifact location of new experiments; empty = $THRNN_HOME/mlartifacts"}
+    )
+    warehouse_url: str = field(
+        default="", metadata={"help": "postgresql://... or duckdb:///file; empty = $THRNN_HOME/warehouse.duckdb"}
+    )
+    airflow_home: Path | None = field(default=None, metadata={"help": "AIRFLOW_HOME; None = $THRNN_HOME/airflow"})
+    spark_master: str = field(default="local[*]", metadata={"help": "Spark master URL of the sessionize task"})
+    train_queue: str | None = field(default=None, metadata={"help": "Celery queue of the train task (e.g. gpu)"})
+    train_pool: str | None = field(default=None, metadata={"help": "Airflow pool of the train task"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda for training and scoring"})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Path(self.home).resolve())
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"THRNN_DEVICE must be auto, cpu or cuda, got {self.device!r}")
+        url = self.warehouse_url
+        if url and not url.startswith(("postgresql://", "postgres://", "duckdb://")):
+            raise ValueError(
+                f"THRNN_WAREHOUSE_URL must start with postgresql:// or duckdb:///, got {_redact(url)!r}"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            home=Path(env.get("THRNN_HOME") or DEFAULT_HOME),
+            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI", ""),
+            mlflow_artifact_root=env.get("THRNN_MLFLOW_ARTIFACTS", ""),
+            warehouse_url=env.get("THRNN_WAREHOUSE_URL", ""),
+            airflow_home=Path(env["AIRFLOW_HOME"]) if env.get("AIRFLOW_HOME") else None,
+            spark_master=env.get("THRNN_SPARK_MASTER") or "local[*]",
+            train_queue=env.get("THRNN_TRAIN_QUEUE") or None,
+            train_pool=env.get("THRNN_TRAIN_POOL") or None,
+            device=env.get("THRNN_DEVICE") or "auto",
+        )
+
+    # --- derived locations ---
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or (self.home / "mlartifacts").as_uri()
+
+    @property
+    def warehouse(self) -> str:
+        """Warehouse URL, always with a scheme (``duckdb:///abs/path`` by default)."""
+        return self.warehouse_url or f"duckdb://{self.home / 'warehouse.duckdb'}"
+
+    @property
+    def airflow_dir(self) -> Path:
+        return self.airflow_home or self.home / "airflow"
+
+    def run_paths(self, dataset: str, run_date: dt.date | str) -> RunPaths:
+        """``$THRNN_HOME/runs/<dataset>/<run_date>/``: re-runs and backfills of other dates never collide."""
+        day = run_date if isinstance(run_date, str) else run_date.isoformat()
+        dt.date.fromisoformat(day)  # refuse anything that is not a plain date
+        return RunPaths(self.home / "runs" / dataset / day)
+
+    def to_dict(self) -> dict[str, str | None]:
+        d = {k: (str(v) if v is not None else None) for k, v in asdict(self).items()}
+        d["warehouse_url"] = _redact(self.warehouse)
+        d["mlflow_tracking_uri"] = _redact(self.tracking_uri)
+        return d
+
+
+def _redact(url: str) -> str:
+    """URL without its password, for logs and MLflow tags."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        user = cred.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def registered_model_name(dataset: str) -> str:
+    """Registered model per dataset in the MLflow registry."""
+    return f"thrnn-{dataset}"

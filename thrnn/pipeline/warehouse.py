@@ -1,0 +1,269 @@
+"""Publishing the nightly tables to DuckDB (embedded default) or PostgreSQL (``THRNN_WAREHOUSE_URL``).
+
+One night of one dataset is replaced atomically: DELETE (dataset, run_date) + INSERT in one
+transaction, so a reader sees the previous night or the new one, never a mix, and earlier nights are
+kept. Identifiers are fixed in this module and in ``sql/``; values are always bound parameters (or
+a registered Arrow frame / COPY stream), never SQL text.
+
+DuckDB allows one writer process per file and a read-write holder locks everyone else out. The
+publisher therefore never writes the live file: it copies it to a staging file beside it, publishes
+there, checkpoints, and swaps it in with ``os.replace``. Readers (who must open the file read-only)
+never meet a lock or a half-written file; a reader that had the old file open keeps reading the old
+night. Concurrent publishers are serialised with a lock file. Cost: one file copy per publish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+
+RECOMMENDATIONS = "recommendations"
+CHURN_RISK = "churn_risk"
+MODEL_RUNS = "model_runs"
+
+RECOMMENDATION_COLUMNS = [
+    "run_date", "dataset", "user_key", "rank", "item_key", "item_name", "score", "model_name", "model_version",
+]
+CHURN_COLUMNS = [
+    "run_date", "dataset", "user_key", "last_session_end", "elapsed_hours", "expected_return_hours",
+    "median_return_hours", "expected_return_at", "p_no_return", "p_return_1d", "p_return_7d", "p_return_30d",
+    "churn_risk", "risk_bucket", "model_name", "model_version",
+]
+MODEL_RUN_COLUMNS = [
+    "run_date", "dataset", "model_name", "model_version", "mlflow_run_id",
+    "recall_at_5", "recall_at_10", "recall_at_20", "mrr_at_5", "mrr_at_10", "mrr_at_20",
+    "first_item_recall_at_20", "first_item_mrr_at_20", "mae_hours", "mae_hours_mean", "n_targets", "n_gaps",
+    "champion_version_before", "promoted", "decision", "scored_with_version", "users", "train_events",
+    "test_events", "recommendation_rows", "churn_rows", "sessionize_seconds", "train_seconds",
+    "evaluate_seconds", "score_seconds",
+]
+TABLE_COLUMNS: dict[str, list[str]] = {
+    RECOMMENDATIONS: RECOMMENDATION_COLUMNS,
+    CHURN_RISK: CHURN_COLUMNS,
+    MODEL_RUNS: MODEL_RUN_COLUMNS,
+}
+# Primary keys, used to return rows in a stable order.
+TABLE_ORDER: dict[str, list[str]] = {
+    RECOMMENDATIONS: ["dataset", "run_date", "user_key", "rank"],
+    CHURN_RISK: ["dataset", "run_date", "user_key"],
+    MODEL_RUNS: ["dataset", "run_date"],
+}
+TIMESTAMP_COLUMNS = {"last_session_end", "expected_return_at"}
+
+
+class PublishError(RuntimeError):
+    """The frames to publish do not fit the tables (the message says which column/row)."""
+
+
+def schema_statements() -> list[str]:
+    """DDL then views from ``sql/``, one statement each (comments removed)."""
+    statements: list[str] = []
+    for sub in ("ddl", "views"):
+        for path in sorted((SQL_DIR / sub).glob("*.sql")):
+            text = "\n".join(line.split("--", 1)[0] for line in path.read_text().splitlines())
+            statements += [s.strip() for s in text.split(";") if s.strip()]
+    return statements
+
+
+def _prepare(table: str, frame: pd.DataFrame, dataset: str, run_date: dt.date) -> pd.DataFrame:
+    cols = TABLE_COLUMNS[table]
+    missing = [c for c in cols if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in cols]
+    if missing or extra:
+        raise PublishError(f"{table}: columns do not match the table (missing {missing}, unexpected {extra})")
+    out = frame[cols].copy()
+    if len(out):
+        bad_date = set(pd.to_datetime(out["run_date"]).dt.date) - {run_date}
+        bad_ds = set(out["dataset"]) - {dataset}
+        if bad_date or bad_ds:
+            raise PublishError(
+                f"{table}: every row must have run_date={run_date} and dataset={dataset!r}; "
+                f"found run_date {sorted(map(str, bad_date))} dataset {sorted(bad_ds)}"
+            )
+    out["run_date"] = pd.Series([run_date] * len(out), index=out.index, dtype="object")
+    for c in TIMESTAMP_COLUMNS & set(cols):
+        out[c] = pd.to_datetime(out[c], utc=True)
+    return out.reset_index(drop=True)
+
+
+class Warehouse:
+    """Common interface: :meth:`publish` one night, :meth:`query` with bound parameters."""
+
+    url: str
+
+    def publish(
+        self, dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame]
+    ) -> dict[str, int]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:  # pragma: no cover
+        raise NotImplementedError
+
+    def read_night(self, table: str, dataset: str, run_date: dt.date) -> pd.DataFrame:
+        """All rows of one night of ``table``, in primary-key order."""
+        if table not in TABLE_COLUMNS:
+            raise ValueError(f"unknown table {table!r}; known: {sorted(TABLE_COLUMNS)}")
+        cols = ", ".join(TABLE_COLUMNS[table])
+        order = ", ".join(TABLE_ORDER[table])
+        return self.query(
+            f"SELECT {cols} FROM {table} WHERE dataset = ? AND run_date = ? ORDER BY {order}",
+            [dataset, run_date],
+        )
+
+
+def _frames(dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    unknown = set(frames) - set(TABLE_COLUMNS)
+    if unknown:
+        raise PublishError(f"unknown table(s) {sorted(unknown)}; known: {sorted(TABLE_COLUMNS)}")
+    return {t: _prepare(t, f, dataset, run_date) for t, f in frames.items()}
+
+
+class DuckDBWarehouse(Warehouse):
+    """A DuckDB file; writes go to a staging copy that replaces the file atomically."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).resolve()
+        self.url = f"duckdb://{self.path}"
+
+    @contextlib.contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # blocks until the other publisher is done
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def publish(self, dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+        import duckdb
+
+        prepared = _frames(dataset, run_date, frames)
+        with self._writer_lock():
+            staging = self.path.with_name(f".{self.path.name}.staging-{os.getpid()}")
+            for leftover in (staging, Path(str(staging) + ".wal")):
+                leftover.unlink(missing_ok=True)
+            try:
+                if self.path.exists():
+                    shutil.copy2(self.path, staging)
+                    wal = Path(str(self.path) + ".wal")
+                    if wal.exists():  # un-checkpointed writes of someone else: replayed on open
+                        shutil.copy2(wal, str(staging) + ".wal")
+                con = duckdb.connect(str(staging))
+                try:
+                    con.execute("SET TimeZone = 'UTC'")
+                    for stmt in schema_statements():
+                        con.execute(stmt)
+                    con.begin()
+                    counts = {}
+                    for table, frame in prepared.items():
+                        con.execute(f"DELETE FROM {table} WHERE dataset = ? AND run_date = ?", [dataset, run_date])
+                        con.register("_thrnn_frame", frame)
+                        cols = ", ".join(TABLE_COLUMNS[table])
+                        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _thrnn_frame")
+                        con.unregister("_thrnn_frame")
+                        counts[table] = len(frame)
+                    con.commit()
+                    con.execute("CHECKPOINT")
+                finally:
+                    con.close()
+                with open(staging, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(staging, self.path)
+                dir_fd = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+            finally:
+                for leftover in (staging, Path(str(staging) + ".wal")):
+                    leftover.unlink(missing_ok=True)
+        return counts
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        import duckdb
+
+        if not self.path.exists():
+            raise FileNotFoundError(f"warehouse {self.path} does not exist yet (nothing published)")
+        con = duckdb.connect(str(self.path), read_only=True)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            return con.execute(sql, list(params)).df()
+        finally:
+            con.close()
+
+
+def _python_rows(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """Rows of plain Python values (NaN/NaT -> None) for psycopg."""
+    cols: list[list[Any]] = []
+    for c in frame.columns:
+        s = frame[c]
+        if c in TIMESTAMP_COLUMNS:
+            values = [None if pd.isna(v) else v.to_pydatetime() for v in s]
+        else:
+            values = [None if (v is None or (not isinstance(v, str) and pd.isna(v))) else v for v in s.tolist()]
+        cols.append(values)
+    return list(zip(*cols, strict=True)) if cols else []
+
+
+class PostgresWarehouse(Warehouse):
+    """PostgreSQL: DELETE + COPY in one transaction (MVCC gives readers the old or the new night)."""
+
+    # Serialises concurrent publishers and DDL (any constant works; this one spells "thrnn").
+    ADVISORY_LOCK = 0x7468726E6E
+
+    def __init__(self, url: str) -> None:
+        self.url = url.replace("postgres://", "postgresql://", 1)
+
+    def _connect(self):  # noqa: ANN202 - psycopg connection
+        import psycopg
+
+        return psycopg.connect(self.url, connect_timeout=10)
+
+    def publish(self, dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+        prepared = _frames(dataset, run_date, frames)
+        counts: dict[str, int] = {}
+        with self._connect() as conn, conn.transaction():
+            cur = conn.cursor()
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [self.ADVISORY_LOCK])
+            cur.execute("SET LOCAL TIME ZONE 'UTC'")
+            for stmt in schema_statements():
+                cur.execute(stmt)
+            for table, frame in prepared.items():
+                cur.execute(f"DELETE FROM {table} WHERE dataset = %s AND run_date = %s", [dataset, run_date])
+                cols = ", ".join(TABLE_COLUMNS[table])
+                with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+                    for row in _python_rows(frame):
+                        copy.write_row(row)
+                counts[table] = len(frame)
+        return counts
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        with self._connect() as conn:
+            cur = conn.cursor()
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute(sql.replace("?", "%s"), list(params))
+            names = [d.name for d in cur.description] if cur.description else []
+            return pd.DataFrame(cur.fetchall(), columns=names)
+
+
+def connect(url: str) -> Warehouse:
+    """Warehouse for ``duckdb:///path`` or ``postgresql://...``."""
+    if url.startswith("duckdb://"):
+        path = url[len("duckdb://"):]
+        if not path:
+            raise ValueError("duckdb URL needs a path: duckdb:///abs/path/warehouse.duckdb")
+        return DuckDBWarehouse(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresWarehouse(url)
+    raise ValueError(f"unsupported warehouse URL scheme in {url.split('://', 1)[0]!r}; use duckdb:// or postgresql://")
