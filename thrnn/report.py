@@ -1,0 +1,168 @@
+"""Evaluation report of several models: ``metrics.json``, ``report.md`` and PNG plots.
+
+``results`` maps a model name to its flat metrics dict (:func:`thrnn.evaluate.metrics_from_predictions`);
+a figure ``x`` may come with ``x_std`` (benchmarks over seeds), shown as ``mean ± std``. Figures that
+do not apply to a model (None) are shown as "–" and left out of the plots.
+
+Plots (matplotlib, Agg backend): ``recall_at_k.png`` and ``mrr_at_k.png`` (bars per model for
+k = 5, 10, 20) and ``mae_by_gap_bucket.png`` (MAE per true-gap bucket per model, with the share of
+gaps in each bucket as bars on a second axis). Every file is written to a staging folder and then
+renamed into ``out_dir``, so readers never see a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+from thrnn.metrics import DEFAULT_KS  # noqa: E402
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+RECALL_PLOT = "recall_at_k.png"
+MRR_PLOT = "mrr_at_k.png"
+MAE_PLOT = "mae_by_gap_bucket.png"
+
+
+def _fmt(m: Mapping[str, Any], key: str, digits: int) -> str:
+    v = m.get(key)
+    if v is None:
+        return "–"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    s = f"{v:.{digits}f}"
+    std = m.get(f"{key}_std")
+    return f"{s} ± {std:.{digits}f}" if std is not None else s
+
+
+def _buckets(results: Mapping[str, Mapping[str, Any]], key: str = "mae_hours_by_bucket") -> list[dict[str, Any]]:
+    """Bucket counts and shares (the same for every model of one split): the first model that has them."""
+    for m in results.values():
+        if m.get(key):
+            return list(m[key])
+    return []
+
+
+def markdown_report(results: Mapping[str, Mapping[str, Any]], title: str = "Evaluation report",
+                    notes: str | None = None) -> str:
+    """A markdown page: ranking table, return-time table, per-bucket MAE table."""
+    lines = [f"# {title}", ""]
+    if notes:
+        lines += [notes.strip(), ""]
+    ks = DEFAULT_KS
+    head = ["model"] + [f"Recall@{k}" for k in ks] + [f"MRR@{k}" for k in ks] + [
+        "first-item Recall@20", "first-item MRR@20", "targets"]
+    lines += ["## Next item (every test position but the first, full ranking, ties against the model)", "",
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in results.items():
+        row = [name] + [_fmt(m, f"recall@{k}", 4) for k in ks] + [_fmt(m, f"mrr@{k}", 4) for k in ks]
+        row += [_fmt(m, "first_item_recall@20", 4), _fmt(m, "first_item_mrr@20", 4), _fmt(m, "n_targets", 0)]
+        lines.append("| " + " | ".join(row) + " |")
+    head = ["model", "MAE median (h)", "MAE mean (h)", "mean P(no return)", "gaps"]
+    lines += ["", "## Return time (MAE in hours, targets and predictions capped at 500 h)", "",
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in results.items():
+        if m.get("mae_hours") is None and m.get("mae_hours_mean") is None:
+            continue
+        row = [name, _fmt(m, "mae_hours", 2), _fmt(m, "mae_hours_mean", 2), _fmt(m, "mean_no_return_prob", 3),
+               _fmt(m, "n_gaps", 0)]
+        lines.append("| " + " | ".join(row) + " |")
+    buckets = _buckets(results)
+    timed = [n for n, m in results.items() if m.get("mae_hours") is not None]
+    if buckets and timed:
+        head = ["gap ≤ (h)", "count", "share"] + [f"{n} MAE (h)" for n in timed]
+        lines += ["", "## MAE of the median prediction by true-gap bucket", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for i, b in enumerate(buckets):
+            row = [f"{b['upper_hours']:g}", f"{b['count']:,}", f"{b['share']:.3f}"]
+            for n in timed:
+                mb = results[n]["mae_hours_by_bucket"][i]
+                row.append("–" if mb.get("mae_hours") is None else f"{mb['mae_hours']:.1f}")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _bars_at_k(results: Mapping[str, Mapping[str, Any]], metric: str, path: Path) -> None:
+    names = [n for n, m in results.items() if m.get(f"{metric}@{DEFAULT_KS[-1]}") is not None]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(DEFAULT_KS) * max(1, len(names)) ** 0.5 + 3), 3.6))
+    width = 0.8 / max(1, len(names))
+    for j, name in enumerate(names):
+        m = results[name]
+        xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(DEFAULT_KS))]
+        ys = [m[f"{metric}@{k}"] for k in DEFAULT_KS]
+        errs = [m.get(f"{metric}@{k}_std") or 0.0 for k in DEFAULT_KS]
+        ax.bar(xs, ys, width, yerr=errs, label=name, capsize=2)
+    ax.set_xticks(range(len(DEFAULT_KS)), [f"@{k}" for k in DEFAULT_KS])
+    ax.set_ylabel("Recall" if metric == "recall" else "MRR")
+    ax.set_title(f"{'Recall' if metric == 'recall' else 'MRR'}@k, next item")
+    if names:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _mae_plot(results: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    buckets = _buckets(results)
+    labels = [f"{b['upper_hours']:g}" for b in buckets]
+    if buckets:
+        ax2 = ax.twinx()
+        ax2.bar(range(len(buckets)), [b["share"] for b in buckets], color="0.85", zorder=0)
+        ax2.set_ylabel("share of gaps")
+        ax.set_zorder(ax2.get_zorder() + 1)
+        ax.patch.set_visible(False)
+    for name, m in results.items():
+        if m.get("mae_hours") is None:
+            continue
+        ys = [b["mae_hours"] if b["mae_hours"] is not None else float("nan") for b in m["mae_hours_by_bucket"]]
+        ax.plot(range(len(ys)), ys, marker="o", ms=3, label=f"{name} ({m['mae_hours']:.1f} h)")
+    ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
+    ax.set_xlabel("true gap ≤ (hours)")
+    ax.set_ylabel("MAE (hours)")
+    ax.set_title("Return-time MAE by gap bucket (median prediction)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: Mapping[str, Mapping[str, Any]], out_dir: str | Path, *,
+                 title: str = "Evaluation report", notes: str | None = None) -> dict[str, Path]:
+    """Write ``metrics.json``, ``report.md`` and the three plots into ``out_dir``; returns their paths."""
+    if not results:
+        raise ValueError("no results to report")
+    for name, m in results.items():
+        if not isinstance(m, Mapping):
+            raise TypeError(f"results[{name!r}] must be a metrics dict, got {type(m).__name__}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    writers: dict[str, Callable[[Path], None]] = {
+        METRICS_FILE: lambda p: p.write_text(json.dumps(results, indent=2, sort_keys=True, allow_nan=False) + "\n"),
+        REPORT_FILE: lambda p: p.write_text(markdown_report(results, title, notes)),
+        RECALL_PLOT: lambda p: _bars_at_k(results, "recall", p),
+        MRR_PLOT: lambda p: _bars_at_k(results, "mrr", p),
+        MAE_PLOT: lambda p: _mae_plot(results, p),
+    }
+    try:
+        for name, write in writers.items():
+            write(staging / name)
+        paths = {}
+        for name in writers:
+            os.replace(staging / name, out / name)
+            paths[name] = out / name
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return paths
