@@ -1,0 +1,158 @@
+"""Command line of the sessionize job.
+
+    python -m jobs.sessionize --format lastfm --input raw.tsv.gz --output var/data/lastfm \
+        --run-date 2009-05-04 --master 'local[2]'
+
+Under spark-submit (the master and resources come from the submit command)::
+
+    spark-submit --master spark://host:7077 --py-files jobs.zip jobs/sessionize/__main__.py \
+        --format reddit --input reddit_data.csv --output /data/reddit
+
+Exit status 0 on success (the stats are printed as JSON), 2 on bad arguments or unreadable input,
+3 when the job refuses to publish (too many malformed rows, nothing left after the rules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import logging
+import sys
+from dataclasses import fields
+
+from jobs.sessionize.io import InputError
+from jobs.sessionize.job import DEFAULT_GAP_SECONDS, FORMATS, EventsOptions, SessionizeError, run
+from jobs.sessionize.transforms import SessionRules
+
+
+def _conf_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def _delimiter(text: str) -> str:
+    value = {"tab": "\t", "comma": ",", "space": " "}.get(text.lower())
+    return value if value is not None else codecs.decode(text, "unicode_escape")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.sessionize",
+        description="Sessionize raw interaction logs into train/test Parquet splits (SPEC §2-§3).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--format", required=True, choices=FORMATS, help="layout of the raw input")
+    parser.add_argument(
+        "--input", required=True, action="append", dest="inputs", metavar="PATH",
+        help="input file, folder or glob; repeat for several (gzip is fine); ties in time keep this order",
+    )  # fmt: skip
+    parser.add_argument("--output", required=True, help="output folder (replaced atomically)")
+    parser.add_argument(
+        "--session-gap-seconds", type=float, default=None,
+        help=f"a gap larger than this starts a new session (default per format: {DEFAULT_GAP_SECONDS})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--run-date", default=None, metavar="YYYY-MM-DD",
+        help="leave out (and count) events after the end of this UTC day; default: keep all",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-bad-fraction", type=float, default=0.01,
+        help="fail when more than this fraction of the raw rows is malformed (quarantined)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--master", default=None,
+        help="Spark master URL, e.g. local[2]; default: what spark-submit or the environment gives",
+    )  # fmt: skip
+    parser.add_argument(
+        "--conf", action="append", type=_conf_pair, default=[], metavar="KEY=VALUE",
+        help="extra Spark setting, repeatable (e.g. spark.driver.memory=8g)",
+    )  # fmt: skip
+    parser.add_argument("--log-level", default="INFO", help="Python logging level")
+
+    rules = parser.add_argument_group("sessionization rules (SPEC §3 defaults)")
+    for f in fields(SessionRules):
+        if f.name == "session_gap_seconds":
+            continue
+        rules.add_argument(
+            f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f.metadata["help"]
+        )
+
+    events = parser.add_argument_group("events format options")
+    defaults = EventsOptions()
+    events.add_argument("--user-col", default=defaults.user_col, help="column with the user key")
+    events.add_argument("--item-col", default=defaults.item_col, help="column with the item key")
+    events.add_argument(
+        "--time-col", default=defaults.time_col, help="column with the time (epoch s or ISO-8601)"
+    )
+    events.add_argument("--item-name-col", default=None, help="optional column with the item's display name")
+    events.add_argument(
+        "--input-format", choices=("auto", "text", "parquet"), default=defaults.input_format,
+        help="delimited text or Parquet; auto = parquet when every input ends in .parquet",
+    )  # fmt: skip
+    events.add_argument(
+        "--delimiter", type=_delimiter, default=defaults.delimiter,
+        help="field separator of text input; escapes such as '\\t' or the words tab/comma/space work",
+    )  # fmt: skip
+    events.add_argument(
+        "--no-header", dest="header", action="store_false",
+        help="text files have no header line (name the columns with --column-names)",
+    )  # fmt: skip
+    events.add_argument(
+        "--column-names", default=None,
+        help="comma-separated column names of header-less text (default: user,item,time columns)",
+    )  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    format_options = {}
+    if args.format == "events":
+        format_options = {
+            "user_col": args.user_col,
+            "item_col": args.item_col,
+            "time_col": args.time_col,
+            "item_name_col": args.item_name_col,
+            "input_format": args.input_format,
+            "delimiter": args.delimiter,
+            "header": args.header,
+            "column_names": tuple(args.column_names.split(",")) if args.column_names else None,
+        }
+    try:
+        rules = SessionRules(
+            **{f.name: getattr(args, f.name) for f in fields(SessionRules) if f.name != "session_gap_seconds"}
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    from jobs.spark import build_spark  # starts a JVM: only after the arguments are known to be good
+
+    spark = build_spark("thrnn-sessionize", master=args.master, conf=dict(args.conf))
+    try:
+        stats = run(
+            spark, args.format, args.inputs, args.output,
+            session_gap_seconds=args.session_gap_seconds, run_date=args.run_date,
+            max_bad_fraction=args.max_bad_fraction, rules=rules, **format_options,
+        )  # fmt: skip
+    except (InputError, ValueError) as exc:
+        logging.getLogger("jobs.sessionize").error("%s", exc)
+        return 2
+    except SessionizeError as exc:
+        logging.getLogger("jobs.sessionize").error("refusing to publish: %s", exc)
+        return 3
+    finally:
+        spark.stop()
+    json.dump(stats, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

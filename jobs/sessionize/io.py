@@ -1,0 +1,200 @@
+"""Reading inputs and writing outputs of the sessionize job; the transforms live in ``transforms.py``.
+
+Inputs are read so that every row keeps where it came from: ``file_idx`` (input order, then path order
+within a folder or glob) and, within the file, ``(block_start, row_in_block)``, from which
+:func:`jobs.sessionize.transforms.number_rows` derives exact line numbers. Gzipped files are read
+transparently (one task per file, as gzip cannot be split).
+
+Outputs go to a sibling staging folder that is renamed into place at the end (:func:`staging_dir`), so
+a crash midway leaves the previous output untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from jobs import columns as C
+from jobs import schemas as S
+
+log = logging.getLogger(__name__)
+
+_PATH_KEY = "_path_key"
+
+
+class InputError(ValueError):
+    """An input cannot be read as asked (missing path, bad header, missing column)."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file to read: its index in input order, its URI as Spark lists it, a display path."""
+
+    file_idx: int
+    uri: str
+    display: str
+
+
+def _path_key(uri: str) -> str:
+    """Comparable form of a file URI (Spark writes ``file:/x`` in one place and ``file:///x`` in another)."""
+    parsed = urlparse(uri)
+    return f"{parsed.scheme or 'file'}://{parsed.netloc}{parsed.path}"
+
+
+def _display(uri: str) -> str:
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme in ("", "file") else uri
+
+
+def _reader(spark: SparkSession, input_format: str, path: str) -> DataFrame:
+    try:
+        if input_format == "parquet":
+            return spark.read.parquet(path)
+        return spark.read.text(path)
+    except AnalysisException as exc:
+        raise InputError(f"cannot read input {path!r}: {str(exc).splitlines()[0]}") from exc
+
+
+def list_input_files(spark: SparkSession, inputs: list[str], input_format: str = "text") -> list[InputFile]:
+    """Files behind ``inputs`` (files, folders or globs) in input order, then path order; each file once."""
+    if not inputs:
+        raise InputError("no --input given")
+    files: list[InputFile] = []
+    seen: dict[str, str] = {}
+    for path in inputs:
+        uris = sorted(_reader(spark, input_format, path).inputFiles(), key=_path_key)
+        if not uris:
+            raise InputError(f"input {path!r} holds no files")
+        for uri in uris:
+            key = _path_key(uri)
+            if key in seen:
+                raise InputError(f"file {_display(uri)} is named by two inputs ({seen[key]!r} and {path!r})")
+            seen[key] = path
+            files.append(InputFile(len(files), uri, _display(uri)))
+    return files
+
+
+def files_frame(spark: SparkSession, files: list[InputFile]) -> DataFrame:
+    """Small (file_idx, source_file, path key) table, to broadcast-join onto rows read from the files."""
+    rows = [(f.file_idx, f.display, _path_key(f.uri)) for f in files]
+    return spark.createDataFrame(rows, f"{S.FILE_IDX} int, {C.SOURCE_FILE} string, {_PATH_KEY} string")
+
+
+def _with_origin(df: DataFrame, files: DataFrame) -> DataFrame:
+    """Attach file_idx, block_start and row_in_block to rows straight from a file scan."""
+    path_key = F.regexp_replace(F.col("_metadata.file_path"), r"^file:/+", "file:///")
+    origin = df.select(
+        "*",
+        path_key.alias(_PATH_KEY),
+        F.col("_metadata.file_block_start").alias(S.BLOCK_START),
+        # Increasing in read order within a file split: the row order inside each block.
+        F.monotonically_increasing_id().alias(S.ROW_IN_BLOCK),
+    )
+    return origin.join(F.broadcast(files.select(S.FILE_IDX, _PATH_KEY)), _PATH_KEY).drop(_PATH_KEY)
+
+
+def read_text_lines(spark: SparkSession, inputs: list[str], files: list[InputFile]) -> DataFrame:
+    """Raw lines of text inputs as :data:`jobs.schemas.LINE_SCHEMA` rows (header lines included)."""
+    table = files_frame(spark, files)
+    frames = [_with_origin(spark.read.text(path), table) for path in inputs]
+    lines = frames[0]
+    for frame in frames[1:]:
+        lines = lines.unionByName(frame)
+    return lines.select(S.FILE_IDX, S.BLOCK_START, S.ROW_IN_BLOCK, "value")
+
+
+def read_parquet_rows(
+    spark: SparkSession, inputs: list[str], files: list[InputFile], columns: list[str]
+) -> DataFrame:
+    """Rows of Parquet inputs (only ``columns``) with file_idx, block_start, row_in_block."""
+    table = files_frame(spark, files)
+    frames = []
+    for path in inputs:
+        df = spark.read.parquet(path)
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise InputError(f"input {path!r} lacks column(s) {missing}; it has {df.columns}")
+        frames.append(_with_origin(df.select(*columns), table))
+    rows = frames[0]
+    for frame in frames[1:]:
+        rows = rows.unionByName(frame)
+    return rows.select(S.FILE_IDX, S.BLOCK_START, S.ROW_IN_BLOCK, *columns)
+
+
+def first_lines(spark: SparkSession, files: list[InputFile]) -> dict[int, str | None]:
+    """First line of each text file (None for an empty file); reads only the head of each file."""
+    heads: dict[int, str | None] = {}
+    for f in files:
+        rows = (
+            spark.read.text(_display(f.uri) if urlparse(f.uri).scheme in ("", "file") else f.uri)
+            .where(F.col("_metadata.file_block_start") == 0)
+            .limit(1)
+            .collect()
+        )
+        heads[f.file_idx] = rows[0]["value"] if rows else None
+    return heads
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------------
+def local_path(path: str | os.PathLike[str]) -> Path:
+    """A local folder from a path or ``file:`` URI; other schemes are refused with a clear message."""
+    text = os.fspath(path)
+    parsed = urlparse(text)
+    if parsed.scheme == "file":
+        text = unquote(parsed.path)
+    elif parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive
+        raise ValueError(f"output {text!r}: only local folders are supported for the atomic rename")
+    return Path(text).absolute()
+
+
+def write_parquet(df: DataFrame, path: Path) -> None:
+    df.write.mode("overwrite").parquet(str(path))
+
+
+def write_empty(spark: SparkSession, schema: StructType, path: Path) -> None:
+    """A Parquet folder with the schema and no rows (keeps the layout whole when a part is empty)."""
+    write_parquet(spark.createDataFrame([], schema).coalesce(1), path)
+
+
+def write_stats(stats: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(stats, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def staging_dir(output: Path) -> Iterator[Path]:
+    """Yield a fresh sibling staging folder; on success swap it in place of ``output``, else remove it.
+
+    The swap is two renames on one file system: the old output is moved aside, the new one in, then
+    the old one deleted. Readers see the old folder or the new one, never a half-written one.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    staging = output.parent / f"{output.name}.staging-{token}"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = output.parent / f"{output.name}.old-{token}"
+    if output.exists():
+        os.rename(output, old)
+    os.rename(staging, output)
+    shutil.rmtree(old, ignore_errors=True)
+    log.info("published %s", output)

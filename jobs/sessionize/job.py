@@ -1,0 +1,397 @@
+"""The sessionize job: raw interaction logs -> train/test Parquet splits (SPEC §2, §3).
+
+:func:`run` is what the DAG and the CLI call. It wires the pure transforms of ``transforms.py`` to the
+readers and writers of ``io.py``; intermediate results are materialised as Parquet inside the staging
+folder so that the input is parsed once and the per-user windows run once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs import columns as C
+from jobs import schemas as S
+from jobs.sessionize import io
+from jobs.sessionize import transforms as T
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("lastfm", "reddit", "events")
+DEFAULT_GAP_SECONDS = {"lastfm": 3600.0, "reddit": 1800.0, "events": 3600.0}
+REDDIT_HEADER = ",".join(S.REDDIT_COLUMNS)
+SPLIT_COL = "_split"
+
+
+class SessionizeError(RuntimeError):
+    """The job refuses to publish: too many bad rows, no usable data, or broken accounting."""
+
+
+@dataclass(frozen=True)
+class EventsOptions:
+    """Options of the generic ``events`` format (CSV/TSV text or Parquet)."""
+
+    user_col: str = field(default="user_id", metadata={"help": "column with the user key"})
+    item_col: str = field(default="item_id", metadata={"help": "column with the item key"})
+    time_col: str = field(
+        default="timestamp", metadata={"help": "column with the time: epoch seconds or ISO-8601"}
+    )
+    item_name_col: str | None = field(
+        default=None, metadata={"help": "optional column with the item's display name"}
+    )
+    input_format: str = field(
+        default="auto",
+        metadata={"help": "'text' (delimited), 'parquet', or 'auto' (parquet when paths end in .parquet)"},
+    )
+    delimiter: str = field(
+        default=",", metadata={"help": "field separator of text input (e.g. ',' or '\\t')"}
+    )
+    header: bool = field(
+        default=True, metadata={"help": "text files start with a header line naming columns"}
+    )
+    column_names: tuple[str, ...] | None = field(
+        default=None,
+        metadata={"help": "names of the columns of header-less text (default: user, item, time columns)"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.input_format not in ("auto", "text", "parquet"):
+            raise ValueError(f"input_format must be auto, text or parquet, got {self.input_format!r}")
+
+
+def _resolve_input_format(options: EventsOptions, inputs: list[str]) -> str:
+    if options.input_format != "auto":
+        return options.input_format
+    is_parquet = [
+        p.rstrip("/").endswith(".parquet") or (Path(p).is_dir() and any(Path(p).glob("*.parquet")))
+        for p in inputs
+    ]
+    return "parquet" if all(is_parquet) else "text"
+
+
+def _events_layout(options: EventsOptions, names: list[str]) -> T.TextLayout:
+    def pos(name: str, what: str) -> int:
+        if name not in names:
+            raise io.InputError(f"{what} column {name!r} not among the input's columns {names}")
+        return names.index(name)
+
+    return T.TextLayout(
+        delimiter=options.delimiter,
+        n_columns=len(names),
+        user_pos=pos(options.user_col, "user"),
+        item_pos=pos(options.item_col, "item"),
+        time_pos=pos(options.time_col, "time"),
+        name_pos=pos(options.item_name_col, "item name") if options.item_name_col else None,
+        time_kind="auto",
+        strip_quotes=True,
+    )
+
+
+def _header_fields(line: str | None, delimiter: str) -> list[str] | None:
+    if line is None:
+        return None
+    return [f.strip().strip('"') for f in line.lstrip("\ufeff").split(delimiter)]
+
+
+def _check_headers(
+    heads: dict[int, str | None], files: list[io.InputFile], delimiter: str, expected: list[str] | None
+) -> list[str]:
+    """Header columns shared by all files (``expected`` when given); a clear error names the odd file."""
+    found: list[str] | None = expected
+    for f in files:
+        cols = _header_fields(heads[f.file_idx], delimiter)
+        if cols is None:
+            continue
+        if found is None:
+            found = cols
+        elif cols != found:
+            raise io.InputError(f"{f.display}: header {cols} differs from the expected header {found}")
+    if found is None:
+        raise io.InputError("every input file is empty")
+    return found
+
+
+def _end_of_day_us(run_date: dt.date) -> int:
+    end = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return int(end.timestamp()) * 1_000_000
+
+
+def _as_date(run_date: str | dt.date | None) -> dt.date | None:
+    if run_date is None or isinstance(run_date, dt.date) and not isinstance(run_date, dt.datetime):
+        return run_date
+    if isinstance(run_date, dt.datetime):
+        return run_date.date()
+    try:
+        return dt.date.fromisoformat(run_date)
+    except ValueError as exc:
+        raise ValueError(f"run_date must be YYYY-MM-DD, got {run_date!r}") from exc
+
+
+def _parse(
+    spark: SparkSession, fmt: str, inputs: list[str], options: EventsOptions
+) -> tuple[DataFrame, list[io.InputFile], bool]:
+    """Parsed rows (PARSED_SCHEMA), the input files, and whether line 1 of every file is a header."""
+    if fmt == "events" and _resolve_input_format(options, inputs) == "parquet":
+        files = io.list_input_files(spark, inputs, "parquet")
+        cols = [c for c in (options.user_col, options.item_col, options.time_col, options.item_name_col) if c]
+        rows = io.read_parquet_rows(spark, inputs, files, list(dict.fromkeys(cols)))
+        parsed = T.parse_rows(
+            rows, options.user_col, options.item_col, options.time_col, options.item_name_col
+        )
+        return parsed, files, False
+    files = io.list_input_files(spark, inputs, "text")
+    has_header = False
+    if fmt == "lastfm":
+        layout = T.LASTFM_LAYOUT
+    elif fmt == "reddit":
+        _check_headers(io.first_lines(spark, files), files, ",", S.REDDIT_COLUMNS)
+        layout, has_header = T.REDDIT_LAYOUT, True
+    else:
+        if options.header:
+            names = _check_headers(io.first_lines(spark, files), files, options.delimiter, None)
+            has_header = True
+        else:
+            names = list(options.column_names or (options.user_col, options.item_col, options.time_col))
+        layout = _events_layout(options, names)
+    return T.parse_text_lines(io.read_text_lines(spark, inputs, files), layout), files, has_header
+
+
+def run(
+    spark: SparkSession,
+    fmt: str,
+    inputs: list[str] | str,
+    output: str | Path,
+    session_gap_seconds: float | None = None,
+    run_date: str | dt.date | None = None,
+    max_bad_fraction: float = 0.01,
+    rules: T.SessionRules | None = None,
+    **format_options: Any,
+) -> dict[str, Any]:
+    """Sessionize ``inputs`` of format ``fmt`` into ``output`` (SPEC §3 layout) and return the stats.
+
+    :param fmt: ``lastfm``, ``reddit`` or ``events``.
+    :param inputs: files, folders or globs (gzip is fine); ties in time keep this order, then line order.
+    :param output: local folder, replaced atomically.
+    :param session_gap_seconds: gap above which a new session starts (default 3600 lastfm/events, 1800 reddit).
+    :param run_date: events after the end of this UTC day are left out and counted (for backfills).
+    :param max_bad_fraction: fail when more than this fraction of the raw rows is quarantined.
+    :param rules: the other sessionization rules (L, min lengths, train fraction); SPEC defaults.
+    :param format_options: :class:`EventsOptions` fields for the ``events`` format.
+    :raises SessionizeError: too many bad rows, nothing left, or accounting that does not add up.
+    """
+    started = time.monotonic()
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    if format_options and fmt != "events":
+        raise ValueError(f"format options {sorted(format_options)} apply to the events format only")
+    options = EventsOptions(**format_options)
+    inputs = [inputs] if isinstance(inputs, str) else [str(p) for p in inputs]
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+    gap = float(session_gap_seconds) if session_gap_seconds is not None else DEFAULT_GAP_SECONDS[fmt]
+    rules = T.SessionRules(**{**asdict(rules or T.SessionRules()), "session_gap_seconds": gap})
+    day = _as_date(run_date)
+    out = io.local_path(output)
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    log.info("sessionize %s %s -> %s (gap %.0f s, run date %s)", fmt, inputs, out, gap, day)
+
+    with io.staging_dir(out) as staging:
+        work = staging / "_work"
+        # 1-2. parse once into Parquet, then number the lines from the materialised rows.
+        parsed, files, has_header = _parse(spark, fmt, inputs, options)
+        io.write_parquet(parsed, work / "parsed")
+        parsed = spark.read.parquet(str(work / "parsed"))
+        offsets = T.block_offsets(parsed).cache()
+        numbered = T.number_rows(parsed, offsets)
+        if has_header:
+            numbered = numbered.where(F.col(C.LINE_NUMBER) > 1)
+        # 3. run-date cut-off, then the bad-row gate before any heavy work.
+        marked = T.mark_excluded(numbered, _end_of_day_us(day) if day else None)
+        counts = _row_counts(marked)
+        _check_bad_fraction(counts, max_bad_fraction, marked, files)
+        log.info("parsed %d rows: %d quarantined, %d after the run date", counts["raw_rows"],
+                 counts["quarantined_rows"], counts["excluded_after_run_date"])  # fmt: skip
+        quarantine = marked.where(F.col(C.REASON).isNotNull()).join(
+            F.broadcast(io.files_frame(spark, files).select(S.FILE_IDX, C.SOURCE_FILE)), S.FILE_IDX
+        )
+        io.write_parquet(
+            quarantine.repartition(1).sortWithinPartitions(S.SEQ).select(*C.QUARANTINE_COLUMNS),
+            staging / C.QUARANTINE_DIR,
+        )
+        # 4. the rules, once, materialised with every event's fate.
+        valid = marked.where(F.col(C.REASON).isNull() & ~F.col(T.EXCLUDED))
+        labeled = T.sessionize(valid.select(S.USER_KEY_RAW, S.ITEM_KEY_RAW, S.TS_US, S.SEQ), rules)
+        io.write_parquet(labeled, work / "labeled")
+        labeled = spark.read.parquet(str(work / "labeled"))
+        log.info("sessionized; building ids and writing the splits")
+        # 5. ids (written, then read back for the joins) and the event rows.
+        kept = labeled.where(F.col(T.FATE) == T.KEPT)
+        users = T.build_users(kept)
+        io.write_parquet(users.repartition(1).sortWithinPartitions(C.USER_ID), work / "users")
+        users = spark.read.parquet(str(work / "users"))
+        io.write_parquet(users.select(*C.USER_COLUMNS).repartition(1).sortWithinPartitions(C.USER_ID),
+                         staging / C.USERS_DIR)  # fmt: skip
+        names = T.item_names(valid.select(S.ITEM_KEY_RAW, S.ITEM_NAME_RAW, S.TS_US, S.SEQ))
+        items = T.build_items(kept, names)
+        io.write_parquet(items.repartition(1).sortWithinPartitions(C.ITEM_ID), staging / C.ITEMS_DIR)
+        items = spark.read.parquet(str(staging / C.ITEMS_DIR))
+        _write_events(spark, T.build_events(kept, users, items), staging, work)
+        stats = _stats(counts, labeled, kept, items, users)
+        offsets.unpersist()
+        stats.update(
+            format=fmt,
+            inputs=inputs,
+            input_files=len(files),
+            run_date=day.isoformat() if day else None,
+            max_bad_fraction=max_bad_fraction,
+            rules=asdict(rules),
+            format_options=asdict(options) if fmt == "events" else {},
+            elapsed_seconds=round(time.monotonic() - started, 3),
+        )
+        stats["session_gap_seconds"] = gap
+        io.write_stats(stats, staging / C.STATS_FILE)
+        shutil.rmtree(work)
+    log.info("sessionize done in %.1f s: %s", time.monotonic() - started,
+             {k: stats[k] for k in ("users", "sessions", "events", "items")})  # fmt: skip
+    return stats
+
+
+def _row_counts(marked: DataFrame) -> dict[str, Any]:
+    rows = marked.groupBy(C.REASON, T.EXCLUDED).count().collect()
+    reasons = {r[C.REASON]: r["count"] for r in rows if r[C.REASON] is not None}
+    return {
+        "raw_rows": sum(r["count"] for r in rows),
+        "quarantined_rows": sum(reasons.values()),
+        "excluded_after_run_date": sum(r["count"] for r in rows if r[C.REASON] is None and r[T.EXCLUDED]),
+        "quarantine_reasons": {k: reasons.get(k, 0) for k in T.REASONS},
+    }
+
+
+def _check_bad_fraction(
+    counts: dict[str, Any], max_bad_fraction: float, marked: DataFrame, files: list[io.InputFile]
+) -> None:
+    raw, bad = counts["raw_rows"], counts["quarantined_rows"]
+    if raw == 0:
+        raise SessionizeError(f"the inputs hold no data rows ({len(files)} file(s))")
+    fraction = bad / raw
+    counts["bad_fraction"] = fraction
+    if fraction > max_bad_fraction:
+        by_reason = {k: v for k, v in counts["quarantine_reasons"].items() if v}
+        names = {f.file_idx: f.display for f in files}
+        examples = [
+            f"{names[r[S.FILE_IDX]]}:{r[C.LINE_NUMBER]} {r[C.REASON]}: {r[C.RAW_RECORD]!r:.120}"
+            for r in marked.where(F.col(C.REASON).isNotNull()).orderBy(S.SEQ).limit(5).collect()
+        ]
+        raise SessionizeError(
+            f"{bad} of {raw} rows ({fraction:.2%}) are malformed, above --max-bad-fraction "
+            f"{max_bad_fraction:.2%}; by reason: {by_reason}; first ones:\n  " + "\n  ".join(examples)
+        )
+
+
+def _write_events(spark: SparkSession, events: DataFrame, staging: Path, work: Path) -> None:
+    """train/ and test/ in one pass: written partitioned by split, sorted, then moved into place."""
+    split = F.when(F.col(T.IS_TRAIN), F.lit(C.TRAIN_DIR)).otherwise(F.lit(C.TEST_DIR)).alias(SPLIT_COL)
+    ordered = events.select(*C.EVENT_COLUMNS, split).orderBy(
+        SPLIT_COL, C.USER_ID, C.SESSION_INDEX, C.POSITION
+    )
+    ordered.write.mode("overwrite").partitionBy(SPLIT_COL).parquet(str(work / "events"))
+    for name in (C.TRAIN_DIR, C.TEST_DIR):
+        part = work / "events" / f"{SPLIT_COL}={name}"
+        if part.exists():
+            part.rename(staging / name)
+        else:
+            io.write_empty(spark, S.EVENT_SCHEMA, staging / name)
+
+
+def _stats(
+    counts: dict[str, Any], labeled: DataFrame, kept: DataFrame, items: DataFrame, users: DataFrame
+) -> dict[str, Any]:
+    session = F.struct(S.USER_KEY_RAW, T.RAW_SESSION)
+    raw_sessions = labeled.select(session.alias("s")).distinct().count()
+    by_fate = {
+        r[T.FATE]: r
+        for r in labeled.groupBy(T.FATE)
+        .agg(F.count(F.lit(1)).alias("events"), F.countDistinct(session).alias("sessions"))
+        .collect()
+    }
+
+    def fate(name: str, what: str) -> int:
+        return int(by_fate[name][what]) if name in by_fate else 0
+
+    split_rows = {
+        r[T.IS_TRAIN]: r
+        for r in kept.groupBy(T.IS_TRAIN)
+        .agg(
+            F.count(F.lit(1)).alias("events"),
+            F.countDistinct(S.USER_KEY_RAW, C.SESSION_INDEX).alias("sessions"),
+        )
+        .collect()
+    }
+    train_events = int(split_rows[True]["events"]) if True in split_rows else 0
+    test_events = int(split_rows[False]["events"]) if False in split_rows else 0
+    train_sessions = int(split_rows[True]["sessions"]) if True in split_rows else 0
+    test_sessions = int(split_rows[False]["sessions"]) if False in split_rows else 0
+    n_users = users.count()
+    input_users = labeled.select(S.USER_KEY_RAW).distinct().count()
+    events = train_events + test_events
+    sessions = train_sessions + test_sessions
+    removed = {f: fate(f, "events") for f in T.FATES if f != T.KEPT}
+    stats: dict[str, Any] = {
+        "raw_rows": counts["raw_rows"],
+        "quarantined_rows": counts["quarantined_rows"],
+        "excluded_after_run_date": counts["excluded_after_run_date"],
+        "collapsed_repeats": removed[T.COLLAPSED_REPEAT],
+        "dropped_short_sessions": fate(T.SHORT_SESSION, "sessions"),
+        "dropped_long_sessions": fate(T.LONG_SESSION, "sessions"),
+        "dropped_trailing_chunks": removed[T.TRAILING_CHUNK],
+        "dropped_users": input_users - n_users,
+        "users": n_users,
+        "sessions": sessions,
+        "events": events,
+        "items": items.count(),
+        "avg_session_length": events / sessions if sessions else 0.0,
+        "sessions_per_user": sessions / n_users if n_users else 0.0,
+        "train_sessions": train_sessions,
+        "test_sessions": test_sessions,
+        "train_events": train_events,
+        "test_events": test_events,
+        # Extras: where every raw row went (events removed by each rule), and the bad rows by reason.
+        "events_removed_by_rule": removed,
+        "dropped_user_sessions": _dropped_user_sessions(labeled),
+        "sessions_after_gap_rule": raw_sessions,
+        "quarantine_reasons": counts["quarantine_reasons"],
+        "bad_fraction": counts.get("bad_fraction", 0.0),
+        "valid_rows": counts["raw_rows"] - counts["quarantined_rows"] - counts["excluded_after_run_date"],
+    }
+    assert events == fate(T.KEPT, "events"), "train + test events differ from the kept events"
+    accounted = events + sum(removed.values()) + stats["excluded_after_run_date"] + stats["quarantined_rows"]
+    stats["accounting_ok"] = accounted == stats["raw_rows"]
+    if not stats["accounting_ok"]:
+        raise SessionizeError(
+            f"accounting does not add up: {accounted} accounted for, {stats['raw_rows']} raw rows"
+        )
+    if sessions == 0:
+        raise SessionizeError("no sessions are left after the rules; nothing to train on")
+    if not math.isclose(stats["avg_session_length"] * sessions, events):
+        raise SessionizeError("inconsistent session statistics")
+    return stats
+
+
+def _dropped_user_sessions(labeled: DataFrame) -> int:
+    dropped = labeled.where(F.col(T.FATE) == T.DROPPED_USER)
+    return dropped.select(S.USER_KEY_RAW, F.col(C.SESSION_INDEX)).distinct().count()
+
+
+def option_fields() -> list[Any]:
+    """Fields of :class:`EventsOptions` (for the CLI)."""
+    return list(fields(EventsOptions))

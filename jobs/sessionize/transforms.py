@@ -1,0 +1,475 @@
+"""Pure DataFrame -> DataFrame steps of the sessionize job (SPEC §2, §3). No reading or writing here.
+
+The steps, in order:
+
+1. :func:`parse_text_lines` / :func:`parse_rows` turn raw lines (or Parquet rows) into keys and an
+   exact microsecond time, with a quarantine ``reason`` for every malformed row (:data:`REASONS`).
+2. :func:`block_offsets` + :func:`number_rows` give every row its 1-based line number within its file
+   and a ``seq`` that orders rows by (file, line): the tie-breaker for equal times.
+3. :func:`mark_excluded` flags valid events after the end of the run date.
+4. :func:`sessionize` applies the rules of SPEC §3 in their order and labels every event with its
+   ``fate`` (kept, or the rule that removed it), so that the accounting adds up by construction.
+5. :func:`build_users`, :func:`build_items`, :func:`build_events` give the dense ids and the output rows.
+
+All per-user work runs in window functions partitioned by the user key, so the events are shuffled
+once; no Python UDFs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from jobs import columns as C
+from jobs import schemas as S
+
+# --- quarantine reasons, in the order they are checked (a row gets the first that applies) ---------
+INVALID_UTF8 = "invalid_utf8"
+WRONG_COLUMN_COUNT = "wrong_column_count"
+EMPTY_USER = "empty_user"
+EMPTY_ITEM = "empty_item"
+UNPARSABLE_TIMESTAMP = "unparsable_timestamp"
+NON_FINITE_TIMESTAMP = "non_finite_timestamp"
+NEGATIVE_TIMESTAMP = "negative_timestamp"
+TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+REASONS = [
+    INVALID_UTF8,
+    WRONG_COLUMN_COUNT,
+    EMPTY_USER,
+    EMPTY_ITEM,
+    UNPARSABLE_TIMESTAMP,
+    NON_FINITE_TIMESTAMP,
+    NEGATIVE_TIMESTAMP,
+    TIMESTAMP_OUT_OF_RANGE,
+]
+
+# --- fate of a valid event in sessionize(), one per rule of SPEC §3 ----------------------------------
+KEPT = "kept"
+COLLAPSED_REPEAT = "collapsed_repeat"  # rule 2
+SHORT_SESSION = "short_session"  # rule 3, length 1
+LONG_SESSION = "long_session"  # rule 3, longer than 2L
+TRAILING_CHUNK = "trailing_chunk"  # rule 4, a last chunk of length 1
+DROPPED_USER = "dropped_user"  # rule 5
+FATES = [KEPT, COLLAPSED_REPEAT, SHORT_SESSION, LONG_SESSION, TRAILING_CHUNK, DROPPED_USER]
+
+# Columns added by sessionize() (besides the input's user_key, item_key, ts_us, seq).
+RAW_SESSION = "raw_session"  # 0-based session number of the user after rule 1
+FATE = "fate"
+N_SESSIONS = "n_sessions"  # sessions of the user after rule 4
+IS_TRAIN = "is_train"
+EXCLUDED = "excluded"  # valid event after the end of the run date
+LINE_OFFSET = "line_offset"
+FIRST_ROW = "first_row"
+
+SEQ_FILE_SHIFT = 2**40  # seq = file_idx * 2**40 + line_number: up to ~1e12 lines per file
+MAX_EPOCH_SECONDS = 253402300799.0  # 9999-12-31T23:59:59Z, the largest Spark timestamp we accept
+# ISO-8601 date and time, optional seconds, fraction and zone (a missing zone means UTC).
+ISO_8601_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
+
+
+@dataclass(frozen=True)
+class SessionRules:
+    """The sessionization rules of SPEC §3 (defaults are the paper's)."""
+
+    session_gap_seconds: float = field(
+        default=3600.0, metadata={"help": "a gap LARGER than this (seconds) starts a new session"}
+    )
+    max_session_length: int = field(
+        default=C.MAX_SESSION_LENGTH,
+        metadata={"help": "L: sessions longer than L are cut into chunks of L; longer than 2L dropped"},
+    )
+    min_session_length: int = field(
+        default=2, metadata={"help": "shorter sessions (and shorter trailing chunks) are dropped"}
+    )
+    min_sessions_per_user: int = field(
+        default=3, metadata={"help": "users with fewer sessions (after chunking) are dropped"}
+    )
+    train_fraction: float = field(
+        default=0.8, metadata={"help": "per user, the earliest floor(f * n) sessions go to train"}
+    )
+
+    def __post_init__(self) -> None:
+        if not (self.session_gap_seconds > 0 and math.isfinite(self.session_gap_seconds)):
+            raise ValueError(f"session_gap_seconds must be a positive number, got {self.session_gap_seconds}")
+        if self.max_session_length < 2 or self.min_session_length < 1:
+            raise ValueError("max_session_length must be >= 2 and min_session_length >= 1")
+        if self.min_sessions_per_user < 1:
+            raise ValueError("min_sessions_per_user must be >= 1")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
+
+
+@dataclass(frozen=True)
+class TextLayout:
+    """Where the fields of a delimited text line are (0-based column positions)."""
+
+    delimiter: str = field(metadata={"help": "field separator (literal, not a regex)"})
+    n_columns: int = field(metadata={"help": "exact number of fields of a well-formed line"})
+    user_pos: int = field(metadata={"help": "column of the user key"})
+    item_pos: int = field(metadata={"help": "column of the item key"})
+    time_pos: int = field(metadata={"help": "column of the event time"})
+    time_kind: str = field(
+        default="auto", metadata={"help": "'epoch' seconds, 'iso' 8601, or 'auto' (numeric = epoch)"}
+    )
+    item_fallback_pos: int | None = field(
+        default=None, metadata={"help": "column used as item key when the item column is empty"}
+    )
+    name_pos: int | None = field(
+        default=None, metadata={"help": "column of the item's display name (default: the item key)"}
+    )
+    strip_quotes: bool = field(
+        default=False, metadata={"help": "remove one pair of surrounding double quotes from each field"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.delimiter:
+            raise ValueError("the delimiter must not be empty")
+        if self.time_kind not in ("epoch", "iso", "auto"):
+            raise ValueError(f"time_kind must be 'epoch', 'iso' or 'auto', got {self.time_kind!r}")
+        positions = [self.user_pos, self.item_pos, self.time_pos, self.item_fallback_pos, self.name_pos]
+        if any(p is not None and not 0 <= p < self.n_columns for p in positions):
+            raise ValueError(f"column positions {positions} must lie in 0..{self.n_columns - 1}")
+
+
+LASTFM_LAYOUT = TextLayout(
+    delimiter="\t", n_columns=6, user_pos=0, time_pos=1, item_pos=2, item_fallback_pos=3, name_pos=3,
+    time_kind="iso",
+)  # fmt: skip
+REDDIT_LAYOUT = TextLayout(delimiter=",", n_columns=3, user_pos=0, item_pos=1, time_pos=2, time_kind="epoch")
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. parsing and validation
+# --------------------------------------------------------------------------------------------------
+def _is_blank(c: Column) -> Column:
+    return c.isNull() | (F.trim(c) == "")
+
+
+def _time_checks(time_raw: Column, time_kind: str) -> tuple[Column, Column]:
+    """(reason or null, microseconds since the epoch or null) for a time string."""
+    text = F.trim(time_raw)
+    seconds = text.try_cast("double")
+    epoch_reason = (
+        F.when(seconds.isNull(), F.lit(UNPARSABLE_TIMESTAMP))
+        .when(F.isnan(seconds) | (F.abs(seconds) == float("inf")), F.lit(NON_FINITE_TIMESTAMP))
+        .when(seconds < 0, F.lit(NEGATIVE_TIMESTAMP))
+        .when(seconds > MAX_EPOCH_SECONDS, F.lit(TIMESTAMP_OUT_OF_RANGE))
+    )
+    # Guarded by the reason: casting NaN or a huge double to long fails under ANSI mode.
+    epoch_us = F.when(epoch_reason.isNull(), F.round(seconds * 1_000_000).cast("long"))
+    iso_ts = F.when(text.rlike(ISO_8601_RE), text.try_cast("timestamp"))
+    iso_us = F.unix_micros(iso_ts)
+    iso_reason = F.when(iso_ts.isNull(), F.lit(UNPARSABLE_TIMESTAMP)).when(
+        iso_us < 0, F.lit(NEGATIVE_TIMESTAMP)
+    )
+    if time_kind == "epoch":
+        return epoch_reason, epoch_us
+    if time_kind == "iso":
+        return iso_reason, iso_us
+    numeric = seconds.isNotNull()
+    return (
+        F.when(numeric, epoch_reason).otherwise(iso_reason),
+        F.when(numeric, epoch_us).otherwise(iso_us),
+    )
+
+
+def _validated(
+    df: DataFrame,
+    *,
+    user: Column,
+    item: Column,
+    name: Column,
+    time_raw: Column,
+    time_kind: str,
+    utf8_ok: Column,
+    well_formed: Column,
+    raw_record: Column,
+) -> DataFrame:
+    time_reason, ts_us = _time_checks(time_raw, time_kind)
+    reason = (
+        F.when(~utf8_ok, F.lit(INVALID_UTF8))
+        .when(~well_formed, F.lit(WRONG_COLUMN_COUNT))
+        .when(_is_blank(user), F.lit(EMPTY_USER))
+        .when(_is_blank(item), F.lit(EMPTY_ITEM))
+        .otherwise(time_reason)
+    )
+    good = F.col(C.REASON).isNull()
+    return df.select(
+        S.FILE_IDX,
+        S.BLOCK_START,
+        S.ROW_IN_BLOCK,
+        user.alias(S.USER_KEY_RAW),
+        item.alias(S.ITEM_KEY_RAW),
+        name.alias(S.ITEM_NAME_RAW),
+        ts_us.alias(S.TS_US),
+        raw_record.alias(C.RAW_RECORD),
+        reason.alias(C.REASON),
+    ).select(
+        S.FILE_IDX,
+        S.BLOCK_START,
+        S.ROW_IN_BLOCK,
+        F.when(good, F.col(S.USER_KEY_RAW)).alias(S.USER_KEY_RAW),
+        F.when(good, F.col(S.ITEM_KEY_RAW)).alias(S.ITEM_KEY_RAW),
+        F.when(good, F.col(S.ITEM_NAME_RAW)).alias(S.ITEM_NAME_RAW),
+        F.when(good, F.col(S.TS_US)).alias(S.TS_US),
+        # The raw line is kept for quarantined rows only, repaired so it can be stored as UTF-8.
+        F.when(~good, F.make_valid_utf8(C.RAW_RECORD)).alias(C.RAW_RECORD),
+        C.REASON,
+    )
+
+
+def parse_text_lines(lines: DataFrame, layout: TextLayout) -> DataFrame:
+    """Parse raw lines (:data:`jobs.schemas.LINE_SCHEMA`) into :data:`jobs.schemas.PARSED_SCHEMA` rows.
+
+    Fields are split on the literal delimiter (no quoting rules beyond ``strip_quotes``).
+    """
+    value = F.col("value")
+    parts = F.split(value, "\\Q" + layout.delimiter + "\\E", -1)
+
+    def field_at(pos: int) -> Column:
+        raw = F.try_element_at(parts, F.lit(pos + 1))
+        return F.regexp_replace(raw, r'^"(.*)"$', "$1") if layout.strip_quotes else raw
+
+    item = field_at(layout.item_pos)
+    if layout.item_fallback_pos is not None:
+        # e.g. Last.fm: the artist name stands in for a missing MBID (never one shared empty item).
+        item = F.when(_is_blank(item), field_at(layout.item_fallback_pos)).otherwise(item)
+    name = field_at(layout.name_pos) if layout.name_pos is not None else item
+    return _validated(
+        lines,
+        user=field_at(layout.user_pos),
+        item=item,
+        name=name,
+        time_raw=field_at(layout.time_pos),
+        time_kind=layout.time_kind,
+        utf8_ok=F.is_valid_utf8(value),
+        well_formed=F.size(parts) == layout.n_columns,
+        raw_record=value,
+    )
+
+
+def parse_rows(
+    rows: DataFrame, user_col: str, item_col: str, time_col: str, name_col: str | None = None
+) -> DataFrame:
+    """Validate typed rows (e.g. from Parquet) carrying file_idx, block_start, row_in_block and data columns.
+
+    Every data column is compared as a string, so numeric ids and native timestamps work as well.
+    """
+    data_cols = [c for c in rows.columns if c not in (S.FILE_IDX, S.BLOCK_START, S.ROW_IN_BLOCK)]
+    as_text = {c: F.col(c).cast("string") for c in {user_col, item_col, time_col, name_col} if c}
+    utf8_ok = F.lit(True)
+    for c in as_text.values():
+        utf8_ok = utf8_ok & F.coalesce(F.is_valid_utf8(c), F.lit(True))
+    item = as_text[item_col]
+    return _validated(
+        rows,
+        user=as_text[user_col],
+        item=item,
+        name=as_text[name_col] if name_col else item,
+        time_raw=as_text[time_col],
+        time_kind="auto",
+        utf8_ok=utf8_ok,
+        well_formed=F.lit(True),
+        raw_record=F.to_json(F.struct(*[F.col(c) for c in data_cols])),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. line numbers
+# --------------------------------------------------------------------------------------------------
+def block_offsets(parsed: DataFrame) -> DataFrame:
+    """Per (file_idx, block_start): the number of lines of the file before the block and its first row id.
+
+    Small (one row per file split); meant to be broadcast into :func:`number_rows`.
+    """
+    blocks = parsed.groupBy(S.FILE_IDX, S.BLOCK_START).agg(
+        F.count(F.lit(1)).alias("n"), F.min(S.ROW_IN_BLOCK).alias(FIRST_ROW)
+    )
+    before = Window.partitionBy(S.FILE_IDX).orderBy(S.BLOCK_START).rowsBetween(Window.unboundedPreceding, -1)
+    return blocks.select(
+        S.FILE_IDX,
+        S.BLOCK_START,
+        FIRST_ROW,
+        F.coalesce(F.sum("n").over(before), F.lit(0)).cast("long").alias(LINE_OFFSET),
+    )
+
+
+def number_rows(parsed: DataFrame, offsets: DataFrame) -> DataFrame:
+    """Add ``line_number`` (1-based within the file) and ``seq`` (file, then line) to parsed rows."""
+    line = F.col(LINE_OFFSET) + F.col(S.ROW_IN_BLOCK) - F.col(FIRST_ROW) + 1
+    return (
+        parsed.join(F.broadcast(offsets), [S.FILE_IDX, S.BLOCK_START])
+        .withColumn(C.LINE_NUMBER, line)
+        .withColumn(S.SEQ, F.col(S.FILE_IDX).cast("long") * SEQ_FILE_SHIFT + line)
+        .drop(LINE_OFFSET, FIRST_ROW, S.BLOCK_START, S.ROW_IN_BLOCK)
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. run-date cut-off
+# --------------------------------------------------------------------------------------------------
+def mark_excluded(numbered: DataFrame, end_us: int | None) -> DataFrame:
+    """Flag valid events at or after ``end_us`` (the end of the run date, exclusive); None flags none."""
+    flag = F.lit(False) if end_us is None else F.col(C.REASON).isNull() & (F.col(S.TS_US) >= F.lit(end_us))
+    return numbered.withColumn(EXCLUDED, flag)
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. the rules of SPEC §3
+# --------------------------------------------------------------------------------------------------
+def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
+    """Apply the sessionization rules to valid events (``user_key, item_key, ts_us, seq``).
+
+    Returns one row per input event with ``raw_session`` (session after rule 1), ``fate`` (one of
+    :data:`FATES`) and, for kept events, ``session_index``, ``position``, ``is_continuation``,
+    ``gap_before_seconds``, ``n_sessions`` and ``is_train`` (nulls for removed events). Events of a
+    user are ordered by time, ties by ``seq`` (input order).
+    """
+    L = rules.max_session_length
+    user, ts, seq = F.col(S.USER_KEY_RAW), F.col(S.TS_US), F.col(S.SEQ)
+    in_time = Window.partitionBy(user).orderBy(ts, seq)
+    running = in_time.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+
+    # Rule 1: a gap strictly larger than the threshold starts a session (integer microseconds: exact).
+    gap_us = int(round(rules.session_gap_seconds * 1_000_000))
+    prev_ts = F.lag(ts).over(in_time)
+    starts = prev_ts.isNull() | ((ts - prev_ts) > F.lit(gap_us))
+    # Rule 2: a repeat of the previous event's item inside the same session.
+    repeat = ~starts & (F.col(S.ITEM_KEY_RAW) == F.lag(S.ITEM_KEY_RAW).over(in_time))
+    df = events.select(
+        S.USER_KEY_RAW, S.ITEM_KEY_RAW, S.TS_US, S.SEQ, starts.alias("_start"), repeat.alias("_repeat")
+    ).withColumn(RAW_SESSION, (F.sum(F.col("_start").cast("int")).over(running) - 1).cast("int"))
+
+    # Rules 3 and 4 on what is left of each session after rule 2 (repeats get their own window partition).
+    in_session = Window.partitionBy(user, RAW_SESSION, "_repeat")
+    pos = F.row_number().over(in_session.orderBy(ts, seq)) - 1
+    df = df.withColumn("_pos", pos).withColumn("_len", F.count(F.lit(1)).over(in_session))
+    chunk = F.floor(F.col("_pos") / L)
+    chunk_len = F.least(F.lit(L), F.col("_len") - chunk * L)
+    fate = (
+        F.when(F.col("_repeat"), F.lit(COLLAPSED_REPEAT))
+        .when(F.col("_len") < rules.min_session_length, F.lit(SHORT_SESSION))
+        .when(F.col("_len") > 2 * L, F.lit(LONG_SESSION))
+        .when(chunk_len < rules.min_session_length, F.lit(TRAILING_CHUNK))
+    )
+    df = df.withColumn("_fate4", fate).withColumn("_chunk", chunk.cast("int"))
+
+    # Sessions after rule 4 = chunks; index, gap and count over the user's surviving events in time order.
+    kept4 = F.col("_fate4").isNull()
+    survivors = Window.partitionBy(user, "_fate4").orderBy(ts, seq)
+    survivors_running = survivors.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    chunk_start = kept4 & (F.col("_pos") % L == 0)
+    df = df.withColumn(
+        C.SESSION_INDEX, (F.sum(chunk_start.cast("int")).over(survivors_running) - 1).cast("int")
+    ).withColumn("_prev_kept_ts", F.lag(ts).over(survivors))
+    is_cont = F.col("_chunk") > 0
+    # Gap at a session's first event, carried to the session's other events (continuations: 0).
+    start_gap = F.when(chunk_start & is_cont, F.lit(0.0)).when(
+        chunk_start, (ts - F.col("_prev_kept_ts")) / 1_000_000.0
+    )
+    n_sessions = F.max(C.SESSION_INDEX).over(Window.partitionBy(user, "_fate4")) + 1
+    df = df.withColumn("_start_gap", start_gap).withColumn(N_SESSIONS, n_sessions.cast("int"))
+    gap = F.last("_start_gap", ignorenulls=True).over(survivors_running)
+
+    # Rule 5 (users with too few sessions) and rule 6 (train/test by session index).
+    final_fate = F.coalesce(
+        F.col("_fate4"),
+        F.when(F.col(N_SESSIONS) < rules.min_sessions_per_user, F.lit(DROPPED_USER)),
+        F.lit(KEPT),
+    )
+    n_train = F.floor(F.col(N_SESSIONS) * F.lit(rules.train_fraction))
+    survived = F.col(FATE).isin(KEPT, DROPPED_USER)  # past rule 4
+    return df.select(
+        S.USER_KEY_RAW,
+        S.ITEM_KEY_RAW,
+        S.TS_US,
+        S.SEQ,
+        RAW_SESSION,
+        final_fate.alias(FATE),
+        F.when(kept4, gap).alias(C.GAP_BEFORE_SECONDS),
+        C.SESSION_INDEX,
+        N_SESSIONS,
+        "_pos",
+        "_chunk",
+    ).select(
+        S.USER_KEY_RAW,
+        S.ITEM_KEY_RAW,
+        S.TS_US,
+        S.SEQ,
+        RAW_SESSION,
+        FATE,
+        F.when(survived, F.col(C.SESSION_INDEX)).alias(C.SESSION_INDEX),
+        F.when(survived, (F.col("_pos") % L).cast("short")).alias(C.POSITION),
+        F.when(survived, F.col("_chunk") > 0).alias(C.IS_CONTINUATION),
+        F.when(survived, F.col(C.GAP_BEFORE_SECONDS)).alias(C.GAP_BEFORE_SECONDS),
+        F.when(survived, F.col(N_SESSIONS)).alias(N_SESSIONS),
+        F.when(F.col(FATE) == KEPT, F.col(C.SESSION_INDEX) < n_train).alias(IS_TRAIN),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. ids and output rows
+# --------------------------------------------------------------------------------------------------
+SESSION_OFFSET = "session_offset"
+
+
+def build_users(kept: DataFrame) -> DataFrame:
+    """users/ rows plus each user's first session_id: user ids dense 0..U-1 in user-key order.
+
+    ``session_id = session_offset + session_index`` numbers sessions 0..S-1 in (user, time) order.
+    Small (one row per user), computed in one partition.
+    """
+    per_user = kept.groupBy(S.USER_KEY_RAW).agg(F.max(N_SESSIONS).cast("long").alias("_n"))
+    order = Window.orderBy(S.USER_KEY_RAW)
+    return per_user.select(
+        (F.row_number().over(order) - 1).cast("int").alias(C.USER_ID),
+        F.col(S.USER_KEY_RAW).alias(C.USER_KEY),
+        (F.sum("_n").over(order.rowsBetween(Window.unboundedPreceding, -1))).alias("_before"),
+    ).select(C.USER_ID, C.USER_KEY, F.coalesce("_before", F.lit(0)).cast("long").alias(SESSION_OFFSET))
+
+
+def build_items(kept: DataFrame, names: DataFrame) -> DataFrame:
+    """items/ rows: ids dense 1..N in order of the item's first kept event (time, then input order).
+
+    ``names`` has one row per item key (``item_key, item_name``); train_count counts train events.
+    """
+    per_item = kept.groupBy(S.ITEM_KEY_RAW).agg(
+        F.min(F.struct(S.TS_US, S.SEQ)).alias("_first"),
+        F.sum(F.col(IS_TRAIN).cast("long")).alias(C.TRAIN_COUNT),
+    )
+    order = Window.orderBy("_first")
+    return per_item.join(names, S.ITEM_KEY_RAW, "left").select(
+        F.row_number().over(order).cast("int").alias(C.ITEM_ID),
+        F.col(S.ITEM_KEY_RAW).alias(C.ITEM_KEY),
+        F.col(S.ITEM_NAME_RAW).alias(C.ITEM_NAME),
+        F.col(C.TRAIN_COUNT).cast("long").alias(C.TRAIN_COUNT),
+    )
+
+
+def item_names(valid: DataFrame) -> DataFrame:
+    """One display name per item key: the name on the item's first valid event (time, then input order)."""
+    return valid.groupBy(S.ITEM_KEY_RAW).agg(
+        F.min_by(S.ITEM_NAME_RAW, F.struct(S.TS_US, S.SEQ)).alias(S.ITEM_NAME_RAW)
+    )
+
+
+def build_events(kept: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
+    """Output rows (:data:`jobs.schemas.EVENT_SCHEMA` columns plus ``is_train``) of the kept events."""
+    return (
+        kept.join(F.broadcast(users.withColumnRenamed(C.USER_KEY, S.USER_KEY_RAW)), S.USER_KEY_RAW)
+        .join(F.broadcast(items.select(C.ITEM_ID, F.col(C.ITEM_KEY).alias(S.ITEM_KEY_RAW))), S.ITEM_KEY_RAW)
+        .select(
+            F.col(C.USER_ID).cast("int").alias(C.USER_ID),
+            (F.col(SESSION_OFFSET) + F.col(C.SESSION_INDEX)).cast("long").alias(C.SESSION_ID),
+            F.col(C.SESSION_INDEX).cast("int").alias(C.SESSION_INDEX),
+            F.col(C.POSITION).cast("short").alias(C.POSITION),
+            F.col(C.ITEM_ID).cast("int").alias(C.ITEM_ID),
+            F.timestamp_micros(S.TS_US).alias(C.EVENT_TIME),
+            F.col(C.GAP_BEFORE_SECONDS).cast("double").alias(C.GAP_BEFORE_SECONDS),
+            F.col(C.IS_CONTINUATION).cast("boolean").alias(C.IS_CONTINUATION),
+            F.col(IS_TRAIN),
+        )
+    )
