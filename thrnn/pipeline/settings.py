@@ -18,6 +18,8 @@ Environment variables (all optional):
 ``THRNN_TRAIN_QUEUE``       Celery queue of the training task (e.g. ``gpu``; default queue if unset)
 ``THRNN_TRAIN_POOL``        Airflow pool of the training task (default pool if unset)
 ``THRNN_DEVICE``            ``auto`` | ``cpu`` | ``cuda`` for training and scoring (default ``auto``)
+``THRNN_TASK_RETRIES``      Airflow retries of every task (default 2, exponential back-off)
+``THRNN_INPUT_PATHS``       comma-separated raw inputs when the DAG param ``input_paths`` is empty
 =========================== ==============================================================
 """
 
@@ -83,9 +85,12 @@ class PipelineSettings:
     train_queue: str | None = field(default=None, metadata={"help": "Celery queue of the train task (e.g. gpu)"})
     train_pool: str | None = field(default=None, metadata={"help": "Airflow pool of the train task"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda for training and scoring"})
+    retries: int = field(default=2, metadata={"help": "THRNN_TASK_RETRIES: Airflow retries per task"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).resolve())
+        if self.retries < 0:
+            raise ValueError(f"THRNN_TASK_RETRIES must be >= 0, got {self.retries}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"THRNN_DEVICE must be auto, cpu or cuda, got {self.device!r}")
         url = self.warehouse_url
@@ -107,6 +112,7 @@ class PipelineSettings:
             train_queue=env.get("THRNN_TRAIN_QUEUE") or None,
             train_pool=env.get("THRNN_TRAIN_POOL") or None,
             device=env.get("THRNN_DEVICE") or "auto",
+            retries=int(env.get("THRNN_TASK_RETRIES") or 2),
         )
 
     # --- derived locations ---

@@ -1,0 +1,114 @@
+"""
+### thrnn_nightly
+
+Every night, for the logical date `D` of the run (never the wall clock):
+
+1. **sessionize** raw logs with Spark (`local[*]` by default, `THRNN_SPARK_MASTER` for a cluster)
+2. **validate** the train/test splits against their contracts
+3. **train** THRNN (queue/pool from `THRNN_TRAIN_QUEUE` / `THRNN_TRAIN_POOL`, e.g. the `gpu` queue)
+4. **evaluate** it beside the baselines; report and plots go to MLflow
+5. **register** it as a new version of `thrnn-<dataset>` and move the `champion` alias only when it is
+   not worse than the champion on Recall@20 and return-time MAE (tolerances are params)
+6. **score** every user with the champion: top-K items, return time, P(return within 1/7/30 d), churn risk
+7. **publish** `recommendations`, `churn_risk`, `model_runs` (one night replaced atomically)
+8. **check** the published night (row counts, probability ranges, one row set per user)
+
+Everything of a night lives under `$THRNN_HOME/runs/<dataset>/<D>/`; re-running a night replaces it.
+Task bodies are in `thrnn.pipeline.tasks`; this file only wires them and imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from thrnn.pipeline.params import PARAM_SPECS
+from thrnn.pipeline.settings import PipelineSettings
+
+SETTINGS = PipelineSettings.from_env()  # environment only: no database, no connection
+TRAIN_PLACEMENT = {k: v for k, v in {"queue": SETTINGS.train_queue, "pool": SETTINGS.train_pool}.items() if v}
+
+
+def _args() -> tuple[Any, Any, Any]:
+    """(settings, validated params, run date) of the running task."""
+    from thrnn.pipeline.params import validate_params
+    from thrnn.pipeline.tasks import run_date_of
+
+    context = get_current_context()
+    return PipelineSettings.from_env(), validate_params(dict(context["params"])), run_date_of(context)
+
+
+@dag(
+    dag_id="thrnn_nightly",
+    schedule="0 2 * * *",
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    max_consecutive_failed_dag_runs=5,
+    dagrun_timeout=timedelta(hours=12),
+    default_args={
+        "owner": "thrnn",
+        "retries": SETTINGS.retries,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+    },
+    params={name: Param(**spec) for name, spec in PARAM_SPECS.items()},
+    doc_md=__doc__,
+    tags=["thrnn", "recommendations", "churn", "nightly"],
+)
+def thrnn_nightly() -> None:
+    @task
+    def sessionize() -> dict[str, Any]:
+        from thrnn.pipeline import tasks
+
+        return tasks.sessionize(*_args())
+
+    @task
+    def validate() -> dict[str, Any]:
+        from thrnn.pipeline import tasks
+
+        return tasks.validate(*_args())
+
+    @task(execution_timeout=timedelta(hours=8), **TRAIN_PLACEMENT)
+    def train() -> dict[str, Any]:
+        from thrnn.pipeline import tasks
+
+        return tasks.train(*_args())
+
+    @task
+    def evaluate() -> dict[str, Any]:
+        from thrnn.pipeline import tasks
+
+        return tasks.evaluate(*_args())
+
+    @task
+    def register() -> dict[str, Any]:
+        from thrnn.pipeline import tasks
+
+        return tasks.register(*_args())
+
+    @task
+    def score() -> dict[str, Any]:
+        from thrnn.pipeline import tasks
+
+        return tasks.score(*_args())
+
+    @task
+    def publish() -> dict[str, Any]:
+        from thrnn.pipeline import tasks
+
+        return tasks.publish(*_args())
+
+    @task
+    def check() -> dict[str, Any]:
+        from thrnn.pipeline import tasks
+
+        return tasks.check(*_args())
+
+    sessionize() >> validate() >> train() >> evaluate() >> register() >> score() >> publish() >> check()
+
+
+thrnn_nightly()

@@ -1,0 +1,458 @@
+"""One importable function per task of ``thrnn_nightly`` (the DAG file only wires them).
+
+Every function takes the deployment settings, the validated params and the run date, reads what the
+previous task left under ``$THRNN_HOME/runs/<dataset>/<run_date>/`` and writes its own output there
+(plus a small JSON in ``state/``), so each task can be re-run alone, by Airflow retries or by hand,
+and two run dates never share a path. Heavy libraries (pyspark, torch, mlflow) are imported inside.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from jobs import columns as C
+
+from .params import RunParams
+from .settings import PipelineSettings, RunPaths, registered_model_name
+
+log = logging.getLogger(__name__)
+
+STATE_FILES = ("sessionize", "validate", "train", "evaluate", "register", "score", "publish", "check")
+GATE_KEYS = ("recall@5", "recall@10", "recall@20", "mrr@5", "mrr@10", "mrr@20", "first_item_recall@20",
+             "first_item_mrr@20", "mae_hours", "mae_hours_mean", "n_targets", "n_gaps")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def run_date_of(context: Mapping[str, Any]) -> dt.date:
+    """The run's logical date; manual runs without one use the run's ``run_after`` (never ``now()``)."""
+    logical = context.get("logical_date")
+    if logical is None and context.get("dag_run") is not None:
+        logical = getattr(context["dag_run"], "logical_date", None) or context["dag_run"].run_after
+    if logical is None:
+        raise ValueError("the run has neither a logical date nor run_after; trigger it with a logical date")
+    return logical.date() if isinstance(logical, dt.datetime) else logical
+
+
+def _write_json(obj: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def save_state(paths: RunPaths, task: str, state: Mapping[str, Any]) -> dict[str, Any]:
+    _write_json(dict(state), paths.state / f"{task}.json")
+    return json.loads(json.dumps(dict(state), default=str))  # plain JSON for XCom
+
+
+def load_state(paths: RunPaths, task: str) -> dict[str, Any]:
+    path = paths.state / f"{task}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: task {task!r} has not run for this date")
+    return json.loads(path.read_text())
+
+
+def _timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    start = time.perf_counter()
+    out = fn()
+    out["seconds"] = round(time.perf_counter() - start, 3)
+    return out
+
+
+def _mlflow_key(key: str) -> str:
+    return key.replace("@", "_at_")
+
+
+def _numeric(d: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+def input_paths(params: RunParams, environ: Mapping[str, str] | None = None) -> list[str]:
+    env = os.environ if environ is None else environ
+    paths = list(params.input_paths) or [p.strip() for p in env.get("THRNN_INPUT_PATHS", "").split(",") if p.strip()]
+    if not paths:
+        raise ValueError("no input: set the DAG param input_paths or THRNN_INPUT_PATHS")
+    return paths
+
+
+def split_fingerprint(data_dir: Path, cfg: Mapping[str, Any], run_date: dt.date) -> str:
+    """Hash of the split's content, the training config and the date: equal inputs, equal model."""
+    import pandas as pd
+
+    from thrnn.io import read_split
+
+    split = read_split(data_dir)
+    h = hashlib.sha256(run_date.isoformat().encode())
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for frame in (split.train, split.test, split.items, split.users):
+        h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+# ----------------------------------------------------------------------------------------------- tasks
+def sessionize(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+    """Spark job: raw logs -> Parquet splits in ``<run>/data`` (atomic, identical on re-runs)."""
+    paths = settings.run_paths(params.dataset, run_date)
+
+    def body() -> dict[str, Any]:
+        from pyspark.sql import SparkSession
+
+        from jobs.sessionize import run
+        from jobs.spark import build_spark
+
+        existing = SparkSession.getActiveSession()
+        spark = existing or build_spark(
+            app_name=f"thrnn-sessionize-{params.dataset}-{run_date}",
+            master=settings.spark_master,
+            conf={"spark.ui.enabled": "false", "spark.local.dir": str(settings.home / "spark-tmp")},
+        )
+        try:
+            stats = run(spark, params.format, input_paths(params), str(paths.data),
+                        session_gap_seconds=params.session_gap_seconds, run_date=run_date,
+                        max_bad_fraction=params.max_bad_fraction)
+        finally:
+            if existing is None:  # leave a session someone else started (e.g. a test fixture) alone
+                spark.stop()
+        return {"data_dir": str(paths.data), "stats": stats}
+
+    return save_state(paths, "sessionize", _timed(body))
+
+
+def validate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+    """Contracts on the split (pandera + SPEC §3 rules); fails with every broken rule listed."""
+    from .checks import validate_split
+
+    paths = settings.run_paths(params.dataset, run_date)
+    return save_state(paths, "validate", _timed(lambda: {"figures": validate_split(paths.data)}))
+
+
+def _training_config(settings: PipelineSettings, params: RunParams):  # noqa: ANN202 - TrainConfig
+    from thrnn.config import config_for
+
+    return config_for(params.dataset, "thrnn", **params.train_overrides(), device=settings.device)
+
+
+def train(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+    """Train THRNN on ``<run>/data`` into ``<run>/train``; one MLflow run per attempt, per-epoch metrics."""
+    paths = settings.run_paths(params.dataset, run_date)
+
+    def body() -> dict[str, Any]:
+        import mlflow
+
+        from thrnn.train import train as train_model
+
+        from . import registry
+
+        cfg = _training_config(settings, params)
+        fingerprint = split_fingerprint(paths.data, cfg.to_dict(), run_date)
+        registry.setup_mlflow(settings.tracking_uri)
+        exp = registry.ensure_experiment(registered_model_name(params.dataset), settings.artifact_root)
+        stats = json.loads((paths.data / C.STATS_FILE).read_text()) if (paths.data / C.STATS_FILE).exists() else {}
+        tags = {"run_date": run_date.isoformat(), "dataset": params.dataset, "fingerprint": fingerprint,
+                **{f"data.{k}": str(v) for k, v in stats.items()}}
+        with mlflow.start_run(experiment_id=exp, run_name=f"{params.dataset}-{run_date}", tags=tags) as run:
+            mlflow.log_params({k: ("" if v is None else v) for k, v in cfg.to_dict().items()})
+            mlflow.log_params({f"dag.{k}": v for k, v in params.to_dict().items()
+                               if k not in cfg.to_dict() and k != "input_paths"})
+
+            def on_epoch(epoch: int, record: dict) -> None:
+                mlflow.log_metrics({_mlflow_key(k): v for k, v in _numeric(record).items() if k != "epoch"},
+                                   step=int(epoch))
+
+            history = train_model(paths.data, paths.train, cfg, progress=True, on_epoch=on_epoch)
+            mlflow.log_dict(cfg.to_dict(), "config.json")
+            mlflow.log_dict(history, "history.json")
+            mlflow.log_dict(settings.to_dict(), "settings.json")
+            return {"mlflow_run_id": run.info.run_id, "fingerprint": fingerprint, "run_dir": str(paths.train),
+                    "epochs": cfg.epochs, "device": cfg.device}
+
+    return save_state(paths, "train", _timed(body))
+
+
+def _run_baselines(data_dir: Path, out_dir: Path, neural: bool, seed: int) -> dict[str, dict[str, Any]]:
+    """Baselines of thrnn.baselines on the same split; tolerant: a missing or failing one is logged."""
+    import inspect
+
+    try:
+        from thrnn.baselines import run_baselines
+    except ImportError as err:
+        log.warning("baselines skipped: thrnn.baselines.run_baselines unavailable (%s)", err)
+        return {}
+    wanted = {"neural": neural, "seed": seed, "progress": False}
+    accepted = inspect.signature(run_baselines).parameters
+    kwargs = {k: v for k, v in wanted.items() if k in accepted}
+    try:
+        results = run_baselines(data_dir, out_dir, **kwargs)
+    except Exception:  # a baseline must not sink the nightly model
+        log.exception("baselines failed; the report shows THRNN alone")
+        return {}
+    return {str(k): dict(v) for k, v in (results or {}).items()}
+
+
+def _training_curves(history: Any, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    records = history.get("epochs") if isinstance(history, Mapping) else history
+    if not records:
+        return None
+    frame = pd.DataFrame(records)
+    losses = [c for c in ("loss", "loss_rec", "loss_time", "loss_first") if c in frame and frame[c].notna().any()]
+    if not losses:
+        return None
+    x = frame["epoch"] if "epoch" in frame else range(1, len(frame) + 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for c in losses:
+        ax.plot(x, frame[c], marker="o", label=c)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.set_title("Training curves")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+    """Evaluate THRNN and the baselines on the test split; report + plots to MLflow."""
+    paths = settings.run_paths(params.dataset, run_date)
+
+    def body() -> dict[str, Any]:
+        import mlflow
+
+        from thrnn.evaluate import evaluate_run
+        from thrnn.report import write_report
+
+        from . import registry
+
+        trained = load_state(paths, "train")
+        metrics = evaluate_run(paths.data, paths.train, device=settings.device)
+        baselines = _run_baselines(paths.data, paths.evaluation / "baselines", params.neural_baselines, params.seed)
+        results = {"thrnn": metrics, **{k: v for k, v in baselines.items() if k != "thrnn"}}
+        paths.evaluation.mkdir(parents=True, exist_ok=True)
+        write_report(results, paths.evaluation, title=f"THRNN nightly evaluation {params.dataset} {run_date}",
+                     notes=f"run_date {run_date}; split figures: {json.dumps(load_state(paths, 'validate')['figures'])}")
+        history_path = paths.train / "history.json"
+        if history_path.exists():
+            _training_curves(json.loads(history_path.read_text()), paths.evaluation / "training_curves.png")
+        registry.setup_mlflow(settings.tracking_uri)
+        with mlflow.start_run(run_id=trained["mlflow_run_id"]):
+            mlflow.log_metrics({_mlflow_key(k): v for k, v in _numeric(metrics).items()})
+            for name, m in baselines.items():
+                mlflow.log_metrics({f"baseline.{name}.{_mlflow_key(k)}": v for k, v in _numeric(m).items()})
+            mlflow.log_artifacts(str(paths.evaluation), "evaluation")
+        headline = {k: metrics.get(k) for k in GATE_KEYS}
+        return {"metrics": headline, "baselines": sorted(baselines)}
+
+    return save_state(paths, "evaluate", _timed(body))
+
+
+def _vocab_files(paths: RunPaths) -> tuple[Path, Path]:
+    """items/users of the split as single Parquet files: the pyfunc's own id vocabulary."""
+    from thrnn.io import read_split
+
+    out = paths.root / "model_vocab"
+    out.mkdir(parents=True, exist_ok=True)
+    split = read_split(paths.data)
+    items, users = out / "items.parquet", out / "users.parquet"
+    split.items.to_parquet(items, index=False)
+    split.users.to_parquet(users, index=False)
+    return items, users
+
+
+def log_pyfunc(paths: RunPaths, run_id: str, tracking_uri: str) -> str:
+    """Log ``<run>/train`` as a pyfunc (pickle, signature, input example) to the MLflow run; return its URI."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from thrnn.io import read_split
+
+    from .pyfunc import (
+        ARTIFACT_ITEMS,
+        ARTIFACT_MODEL,
+        ARTIFACT_USERS,
+        DEFAULT_PARAMS,
+        ThrnnPyfunc,
+        history_from_split,
+    )
+
+    items, users = _vocab_files(paths)
+    local = ThrnnPyfunc(device="cpu").load(paths.train, items, users)
+    history = history_from_split(read_split(paths.data))
+    example_users = sorted(history[C.USER_KEY].unique())[:2]
+    example = history[history[C.USER_KEY].isin(example_users)].drop(columns=["in_test"]).reset_index(drop=True)
+    day = (example[C.EVENT_TIME].max() + dt.timedelta(days=1)).date().isoformat()
+    example_params = {**DEFAULT_PARAMS, "run_date": day}
+    output = local.predict(None, example, example_params)
+    signature = infer_signature(example, output, params=DEFAULT_PARAMS)
+    repo = Path(__file__).resolve().parents[2]
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ThrnnPyfunc(device="cpu"),
+            artifacts={ARTIFACT_MODEL: str(paths.train), ARTIFACT_ITEMS: str(items), ARTIFACT_USERS: str(users)},
+            signature=signature,
+            input_example=(example, example_params),
+            code_paths=[str(repo / "thrnn"), str(repo / "jobs")],
+            pip_requirements=_pip_requirements(),
+        )
+    return info.model_uri
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned runtime requirements of the pyfunc (given explicitly: inferring them reloads the model)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("mlflow", "torch", "pandas", "numpy", "pyarrow", "scipy"):
+        try:
+            out.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            out.append(pkg)
+    return out
+
+
+def register(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+    """Register tonight's model and move ``champion`` when the gate allows (re-runs reuse the version)."""
+    paths = settings.run_paths(params.dataset, run_date)
+
+    def body() -> dict[str, Any]:
+        from . import registry
+
+        trained, evaluated = load_state(paths, "train"), load_state(paths, "evaluate")
+        client = registry.setup_mlflow(settings.tracking_uri)
+        return registry.register_and_gate(
+            client,
+            registered_model_name(params.dataset),
+            model_uri=None,
+            run_id=trained["mlflow_run_id"],
+            metrics=evaluated["metrics"],
+            run_date=run_date,
+            fingerprint=trained["fingerprint"],
+            dataset=params.dataset,
+            recall_tolerance=params.recall_tolerance,
+            mae_tolerance=params.mae_tolerance,
+            force=params.force_promote,
+            log_model=lambda: log_pyfunc(paths, trained["mlflow_run_id"], settings.tracking_uri),
+        )
+
+    return save_state(paths, "register", _timed(body))
+
+
+def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+    """Score every user of tonight's split with the champion; writes ``<run>/scores/*.parquet``."""
+    paths = settings.run_paths(params.dataset, run_date)
+
+    def body() -> dict[str, Any]:
+        import mlflow
+        import pandas as pd
+
+        from thrnn.io import read_split
+
+        from . import registry
+        from .checks import risk_bucket
+        from .pyfunc import history_from_split
+
+        name = registered_model_name(params.dataset)
+        client = registry.setup_mlflow(settings.tracking_uri)
+        champ = registry.champion_version(client, name)
+        if champ is None:
+            raise RuntimeError(f"registered model {name} has no '{registry.CHAMPION}' alias; run the register task")
+        version = int(champ.version)
+        wrapper = mlflow.pyfunc.load_model(f"models:/{name}@{registry.CHAMPION}").unwrap_python_model()
+        history = history_from_split(read_split(paths.data))
+        recs, churn = wrapper.score(history, run_date=run_date, top_k=params.top_k,
+                                    horizons_hours=params.horizons_hours)
+        common = {"run_date": run_date, "dataset": params.dataset, "model_name": name, "model_version": version}
+        recs = recs.assign(**common)
+        churn = churn.assign(**common)
+        churn["risk_bucket"] = risk_bucket(churn["churn_risk"], params.risk_thresholds)
+        churn["expected_return_at"] = pd.to_datetime(churn["last_session_end"], utc=True) + pd.to_timedelta(
+            churn["expected_return_hours"], unit="h")
+        paths.scores.mkdir(parents=True, exist_ok=True)
+        from .warehouse import CHURN_COLUMNS, RECOMMENDATION_COLUMNS
+
+        for frame, cols, fname in ((recs, RECOMMENDATION_COLUMNS, "recommendations.parquet"),
+                                   (churn, CHURN_COLUMNS, "churn_risk.parquet")):
+            tmp = paths.scores / f".{fname}.tmp"
+            frame[cols].to_parquet(tmp, index=False)
+            os.replace(tmp, paths.scores / fname)
+        return {"scored_with_version": version, "users": int(churn["user_key"].nunique()),
+                "recommendation_rows": len(recs), "churn_rows": len(churn), **wrapper.last_unknown}
+
+    return save_state(paths, "score", _timed(body))
+
+
+def model_run_row(paths: RunPaths, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+    """The ``model_runs`` row of the night, from the tasks' state files."""
+    ses, val, trn = load_state(paths, "sessionize"), load_state(paths, "validate"), load_state(paths, "train")
+    ev, reg, sc = load_state(paths, "evaluate"), load_state(paths, "register"), load_state(paths, "score")
+    m = ev["metrics"]
+    row: dict[str, Any] = {
+        "run_date": run_date, "dataset": params.dataset, "model_name": registered_model_name(params.dataset),
+        "model_version": reg["version"], "mlflow_run_id": reg["run_id"],
+    }
+    for key in GATE_KEYS:
+        row[_mlflow_key(key).replace(".", "_")] = m.get(key)
+    row.update(
+        champion_version_before=reg["champion_before"], promoted=bool(reg["promoted"]), decision=reg["reason"],
+        scored_with_version=sc["scored_with_version"], users=val["figures"]["users"],
+        train_events=val["figures"]["train_events"], test_events=val["figures"]["test_events"],
+        recommendation_rows=sc["recommendation_rows"], churn_rows=sc["churn_rows"],
+        sessionize_seconds=ses["seconds"], train_seconds=trn["seconds"], evaluate_seconds=ev["seconds"],
+        score_seconds=sc["seconds"],
+    )
+    return row
+
+
+def publish(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+    """Replace the night in the warehouse (recommendations, churn_risk, model_runs) in one transaction."""
+    paths = settings.run_paths(params.dataset, run_date)
+
+    def body() -> dict[str, Any]:
+        import pandas as pd
+
+        from . import warehouse as W
+
+        frames = {
+            W.RECOMMENDATIONS: pd.read_parquet(paths.scores / "recommendations.parquet"),
+            W.CHURN_RISK: pd.read_parquet(paths.scores / "churn_risk.parquet"),
+            W.MODEL_RUNS: pd.DataFrame([model_run_row(paths, params, run_date)], columns=W.MODEL_RUN_COLUMNS),
+        }
+        wh = W.connect(settings.warehouse)
+        counts = wh.publish(params.dataset, run_date, frames)
+        return {"warehouse": settings.to_dict()["warehouse_url"], "rows": counts}
+
+    return save_state(paths, "publish", _timed(body))
+
+
+def check(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+    """Re-read the published night and check counts, ranges and one row set per user."""
+    paths = settings.run_paths(params.dataset, run_date)
+
+    def body() -> dict[str, Any]:
+        from . import warehouse as W
+        from .checks import check_published
+
+        scored = load_state(paths, "score")
+        return check_published(W.connect(settings.warehouse), params.dataset, run_date,
+                               expected_users=scored["users"], top_k=params.top_k,
+                               risk_thresholds=params.risk_thresholds)
+
+    return save_state(paths, "check", _timed(body))
