@@ -1,0 +1,111 @@
+"""Model shapes, flags and masks: padding never changes a loss or a score."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.thrnn.test_data import tiny_split
+from thrnn.checkpoint import load_run
+from thrnn.config import config_for
+from thrnn.data import load_sessions
+from thrnn.inference import predict_test
+from thrnn.models import HierarchicalGRU, build_model
+from thrnn.train import train_sessions
+
+torch.set_num_threads(1)
+
+
+def _model(model: str = "thrnn", n_items: int = 9, n_users: int = 4, **kw) -> HierarchicalGRU:
+    cfg = config_for("lastfm", model, item_embedding=8, user_embedding=3, gap_embedding=2, n_gap_buckets=10,
+                     **kw)
+    torch.manual_seed(0)
+    return build_model(cfg, n_items, n_users)
+
+
+def test_flags_select_the_levels_and_heads():
+    names = {m: {n.split(".")[0] for n, _ in _model(m).named_parameters()} for m in ("thrnn", "hrnn", "gru4rec")}
+    assert names["thrnn"] == {"item_emb", "intra_gru", "out", "user_emb", "gap_emb", "inter_gru", "time_head",
+                              "first_out"}
+    assert names["hrnn"] == {"item_emb", "intra_gru", "out", "inter_gru"}
+    assert names["gru4rec"] == {"item_emb", "intra_gru", "out"}
+    hrnn = _model("hrnn")
+    with pytest.raises(RuntimeError, match="no first-item head"):
+        hrnn.first_logits(torch.zeros(1, 8))
+    with pytest.raises(RuntimeError, match="no time head"):
+        hrnn.time_a(torch.zeros(1, 8))
+    assert _model("thrnn").inter_gru.input_size == 8 + 3 + 2
+    assert _model("hrnn").inter_gru.input_size == 8
+
+
+def test_shapes_and_padding_column():
+    m = _model().eval()
+    users = torch.tensor([0, 3])
+    reps = torch.randn(2, 15, 8)
+    h = m.inter_state(users, reps, torch.randint(0, 11, (2, 15)), torch.tensor([0, 15]))
+    assert h.shape == (2, 8)
+    out, last = m.intra(torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]]), torch.tensor([3, 2]), h)
+    assert out.data.shape == (5, 8) and last.shape == (2, 8)
+    assert m.item_logits(last).shape == (2, 9)
+    assert m.first_logits(h).shape == (2, 9)
+    assert m.time_a(h).shape == (2,)
+    scores = m.full_scores(m.item_logits(last))
+    assert scores.shape == (2, 10) and bool(torch.isneginf(scores[:, 0]).all())
+
+
+def test_inter_state_ignores_slots_beyond_the_count():
+    m = _model().eval()
+    users = torch.tensor([1, 2])
+    reps = torch.randn(2, 15, 8)
+    buckets = torch.randint(0, 11, (2, 15))
+    counts = torch.tensor([3, 0])
+    h = m.inter_state(users, reps, buckets, counts)
+    garbage = reps.clone()
+    garbage[0, 3:] = 99.0
+    garbage[1, 1:] = -7.0
+    b2 = buckets.clone()
+    b2[:, 3:] = 4
+    assert torch.equal(m.inter_state(users, garbage, b2, counts), h)
+    # a user without history reads exactly one slot
+    ref, _ = m.inter_gru(torch.cat([reps[1:2, :1], m.gap_emb(buckets[1:2, :1]), m.user_emb(users[1:2])[:, None]], 2))
+    torch.testing.assert_close(h[1], ref[0, -1])
+
+
+def test_intra_outputs_do_not_depend_on_other_rows_or_padding():
+    m = _model("gru4rec").eval()
+    h0 = torch.zeros(1, 8)
+    alone, last_alone = m.intra(torch.tensor([[3, 1, 2]]), torch.tensor([3]), h0)
+    batch, last_batch = m.intra(torch.tensor([[7, 7, 7, 7, 7, 7], [3, 1, 2, 0, 0, 0]]), torch.tensor([6, 3]),
+                                torch.zeros(2, 8))
+    torch.testing.assert_close(last_batch[1], last_alone[0])
+    padded = m.intra_padded(torch.tensor([[3, 1, 2, 0, 0]]), torch.tensor([3]), h0)
+    torch.testing.assert_close(padded[0, 2], last_alone[0])
+    assert bool((padded[0, 3:] == 0).all())
+
+
+def test_candidate_logits_are_columns_of_the_full_logits():
+    m = _model().eval()
+    x = torch.randn(4, 8)
+    cand = torch.tensor([2, 5, 9])
+    torch.testing.assert_close(m.item_logits(x, cand), m.item_logits(x)[:, cand - 1])
+    torch.testing.assert_close(m.first_logits(x, cand), m.first_logits(x)[:, cand - 1])
+
+
+@pytest.mark.parametrize("model", ["thrnn", "gru4rec"])
+def test_padding_width_changes_neither_training_nor_scores(tmp_path, model):
+    """The same split padded to L = 20 and to L = 26 gives bit-identical training and ranks."""
+    split = tiny_split(n_users=5, n_items=10)
+    cfg = config_for("lastfm", model, epochs=2, item_embedding=8, batch_size=3, device="cpu", seed=3)
+    models = []
+    for width in (20, 26):
+        data = load_sessions(split, max_len=width)
+        train_sessions(data, tmp_path / f"w{width}", cfg, progress=False)
+        models.append(torch.load(tmp_path / f"w{width}" / "model.pt", weights_only=True)["state_dict"])
+        model_, cfg_ = load_run(tmp_path / f"w{width}")
+        preds = predict_test(model_, data, cfg_)
+        if width == 20:
+            ref = preds.next_item_ranks
+        else:
+            assert (preds.next_item_ranks == ref).all()
+    for k in models[0]:
+        assert torch.equal(models[0][k], models[1][k]), k

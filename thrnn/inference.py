@@ -1,0 +1,233 @@
+"""Test-time replay: ranks of every test target and return-time predictions (SPEC §5).
+
+Every user's sessions are replayed in time order in eval mode (training sessions first, to build
+the FIFO of session representations, then test sessions), so test session i sees only the user's
+training history and test sessions before i: no future leakage, and no session is skipped.
+
+Items that appear only in test (``train_count == 0``) stay in the full ranking with the scores the
+model gives them: their output rows were trained only as negatives, and their input embeddings are
+set to the mean trained embedding when training ends (:func:`thrnn.train.finalize_state`). With
+``cfg.mask_untrained_items`` they score -inf instead, i.e. rank behind every trained item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from thrnn import time_model as tm
+from thrnn.config import TrainConfig
+from thrnn.data import HistoryState, SessionData, load_sessions, user_parallel_batches
+from thrnn.device import resolve_device
+from thrnn.io import Split
+from thrnn.metrics import ranks_from_scores
+from thrnn.models import HierarchicalGRU
+
+EVAL_BATCH_USERS = 512
+# Bound on the (targets x items) score block ranked at once, in elements.
+_SCORE_BLOCK = 1 << 22
+
+
+@dataclass
+class TestPredictions:
+    """Per-target outputs on the test split, in (user, session_index, position) order.
+
+    ``next_item_ranks``: every test position but the first (1-based, full ranking, ties against the
+    model). ``first_item_ranks``: first item of every test session that is not a continuation (None
+    without a first-item head). ``gap_*``: one entry per test session with a real gap (not a
+    continuation, not the user's first session); true gaps are unclipped hours; predictions are
+    None without a time head; ``gap_no_return_prob`` is the defective no-return mass.
+    """
+
+    next_item_ranks: np.ndarray
+    first_item_ranks: np.ndarray | None
+    gap_true_hours: np.ndarray
+    gap_median_hours: np.ndarray | None
+    gap_mean_hours: np.ndarray | None
+    gap_no_return_prob: np.ndarray | None
+    next_item_users: np.ndarray | None = None
+    next_item_positions: np.ndarray | None = None
+    gap_users: np.ndarray | None = None
+
+
+@dataclass
+class ReplayOutput:
+    next_ranks: np.ndarray
+    next_rows: np.ndarray
+    next_positions: np.ndarray
+    first_ranks: np.ndarray | None
+    first_rows: np.ndarray
+    gap_rows: np.ndarray
+    gap_a: np.ndarray | None
+    w: float | None
+    state: HistoryState
+    last_out: torch.Tensor | None  # (U, H): intra output after the last item of the user's last session
+
+
+def item_mask(cfg: TrainConfig, data: SessionData, exclude_items: object = None) -> torch.Tensor:
+    """(N+1,) bool of item ids that must never be ranked (padding, untrained if configured, excluded)."""
+    mask = torch.zeros(data.n_items + 1, dtype=torch.bool)
+    mask[0] = True
+    if cfg.mask_untrained_items:
+        mask |= data.item_train_count == 0
+    if exclude_items is not None:
+        ids = torch.as_tensor(np.asarray(list(exclude_items), dtype=np.int64))
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) > data.n_items):
+            raise ValueError(f"exclude_items must be item ids in 1..{data.n_items}")
+        mask[ids] = True
+    return mask
+
+
+def _ranks(logits: torch.Tensor, targets: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+    scores = HierarchicalGRU.full_scores(logits.float())
+    scores.masked_fill_(blocked, float("-inf"))
+    return ranks_from_scores(scores, targets)
+
+
+@torch.inference_mode()
+def replay(
+    model: HierarchicalGRU,
+    data: SessionData,
+    cfg: TrainConfig,
+    include: torch.Tensor,
+    targets: torch.Tensor,
+    device: str | torch.device = "cpu",
+    *,
+    collect_last: bool = False,
+    blocked_items: torch.Tensor | None = None,
+    batch_users: int = EVAL_BATCH_USERS,
+    progress: bool = False,
+) -> ReplayOutput:
+    """Replay the sessions of ``include`` in eval mode; rank and predict for the sessions of ``targets``."""
+    device = resolve_device(device)
+    if data.n_items > model.n_items or data.n_users > model.n_users:
+        raise ValueError(f"the split has {data.n_items} items / {data.n_users} users, the model was built for "
+                         f"{model.n_items} / {model.n_users}; score with a model trained on this catalogue")
+    was_training = model.training
+    model.eval()
+    items = data.items.to(device)
+    lengths = data.lengths.to(device)
+    users_all = data.users.to(device)
+    buckets_all = data.gap_buckets(cfg.n_gap_buckets, cfg.gap_upper_hours).to(device)
+    target_dev = targets.to(device)
+    first_ok = (targets & ~data.is_continuation).to(device)
+    gap_ok = (targets & data.time_mask).to(device)
+    blocked = (blocked_items if blocked_items is not None else item_mask(cfg, data)).to(device)
+    state = HistoryState(data.n_users, cfg.history_sessions, model.hidden, device)
+    last_out = torch.zeros(data.n_users, model.hidden, device=device) if collect_last else None
+    next_ranks, next_rows, next_pos, first_ranks, first_rows, gap_rows, gap_a = [], [], [], [], [], [], []
+    chunk = max(1, _SCORE_BLOCK // (model.n_items + 1))
+    batches = user_parallel_batches(data, include, batch_users)
+    for rows_np in tqdm(batches, disable=not progress, desc="replay", leave=False):
+        rows_cpu = torch.from_numpy(rows_np)
+        rows = rows_cpu.to(device)
+        u = users_all[rows]
+        n_cpu = data.lengths[rows_cpu]
+        width = int(n_cpu.max())
+        x = items[rows, :width]
+        n = lengths[rows]
+        h = model.inter_state(u, *state.get(u), counts_cpu=state.counts_cpu[data.users[rows_cpu]])
+        out = model.intra_padded(x, n_cpu, h)  # all inputs: position p holds the state after item p
+        ar = torch.arange(rows.shape[0], device=device)
+        state.push(u, out[ar, n - 2], buckets_all[rows], data.users[rows_cpu])
+        if last_out is not None:
+            last_out[u] = out[ar, n - 1]
+        sel = target_dev[rows]
+        if not bool(sel.any()):
+            continue
+        # next-item targets x_1..x_{n-1} from the states after x_0..x_{n-2}
+        tgt = x[:, 1:]
+        valid = (tgt > 0) & sel[:, None]
+        states = out[:, :-1][valid]
+        t_items = tgt[valid]
+        pos = torch.arange(1, width, device=device).expand_as(tgt)[valid]
+        srows = rows[:, None].expand_as(tgt)[valid]
+        for s in range(0, states.shape[0], chunk):
+            next_ranks.append(_ranks(model.item_logits(states[s:s + chunk]), t_items[s:s + chunk], blocked).cpu())
+        next_rows.append(srows.cpu())
+        next_pos.append(pos.cpu())
+        if model.temporal:
+            fsel = first_ok[rows]
+            if bool(fsel.any()):
+                first_ranks.append(_ranks(model.first_logits(h[fsel]), x[fsel, 0], blocked).cpu())
+                first_rows.append(rows[fsel].cpu())
+            gsel = gap_ok[rows]
+            if bool(gsel.any()):
+                gap_a.append(model.time_a(h[gsel]).double().cpu())
+                gap_rows.append(rows[gsel].cpu())
+        elif bool(gap_ok[rows].any()):
+            gap_rows.append(rows[gap_ok[rows]].cpu())
+    model.train(was_training)
+
+    def cat(parts: list[torch.Tensor], dtype: type = np.int64) -> np.ndarray:
+        return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=dtype)
+
+    return ReplayOutput(
+        next_ranks=cat(next_ranks),
+        next_rows=cat(next_rows),
+        next_positions=cat(next_pos),
+        first_ranks=cat(first_ranks) if model.temporal else None,
+        first_rows=cat(first_rows),
+        gap_rows=cat(gap_rows),
+        gap_a=cat(gap_a, np.float64) if model.temporal else None,
+        w=float(model.time_head.w.detach()) if model.temporal else None,
+        state=state,
+        last_out=last_out,
+    )
+
+
+def _order(rows: np.ndarray, *keys: np.ndarray) -> np.ndarray:
+    """Permutation sorting by session row (rows are in (user, session_index) order), then keys."""
+    return np.lexsort((*reversed(keys), rows)) if len(rows) else np.zeros(0, dtype=np.int64)
+
+
+def time_predictions(a: np.ndarray, w: float, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(median hours, mean hours given return within the cut-off, no-return mass) for each ``a``."""
+    at = torch.as_tensor(a, dtype=torch.float64)
+    wt = torch.tensor(w, dtype=torch.float64)
+    kw = {"gap_exponent": cfg.gap_exponent, "unit_hours": cfg.time_unit_hours, "cutoff_hours": cfg.time_cutoff_hours}
+    median = tm.median_return_hours(at, wt, **kw).numpy()
+    mean, _ = tm.expected_return_hours(at, wt, **kw)
+    no_return = tm.no_return_probability(at, wt).numpy()
+    return median, mean.numpy(), no_return
+
+
+def predict_test(
+    model: HierarchicalGRU,
+    split: Split | SessionData,
+    cfg: TrainConfig,
+    device: str | torch.device = "cpu",
+    *,
+    progress: bool = False,
+) -> TestPredictions:
+    """Ranks and return-time predictions for every test target of ``split`` (see :class:`TestPredictions`)."""
+    data = split if isinstance(split, SessionData) else load_sessions(split)
+    device = resolve_device(device)
+    model = model.to(device)
+    everything = torch.ones(data.n_sessions, dtype=torch.bool)
+    r = replay(model, data, cfg, everything, data.is_test, device, progress=progress)
+    o = _order(r.next_rows, r.next_positions)
+    users = data.users.numpy()
+    gap_rows = r.gap_rows
+    og = _order(gap_rows)
+    gap_rows = gap_rows[og]
+    first = None
+    if r.first_ranks is not None:
+        first = r.first_ranks[_order(r.first_rows)]
+    median = mean = no_return = None
+    if r.gap_a is not None and r.w is not None:
+        median, mean, no_return = time_predictions(r.gap_a[og], r.w, cfg)
+    return TestPredictions(
+        next_item_ranks=r.next_ranks[o],
+        first_item_ranks=first,
+        gap_true_hours=data.gap_hours.numpy()[gap_rows],
+        gap_median_hours=median,
+        gap_mean_hours=mean,
+        gap_no_return_prob=no_return,
+        next_item_users=users[r.next_rows[o]],
+        next_item_positions=r.next_positions[o],
+        gap_users=users[gap_rows],
+    )

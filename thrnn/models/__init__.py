@@ -1,0 +1,26 @@
+"""Models: THRNN, HRNN and the GRU4Rec-style session GRU are one class with flags (``hier_gru``)."""
+
+from __future__ import annotations
+
+from thrnn.config import TrainConfig
+from thrnn.models.hier_gru import HierarchicalGRU
+
+
+def build_model(cfg: TrainConfig, n_items: int, n_users: int) -> HierarchicalGRU:
+    """The model ``cfg.model`` names, sized for item ids 1..n_items and user ids 0..n_users-1."""
+    return HierarchicalGRU(
+        n_items=n_items,
+        n_users=n_users,
+        hidden=cfg.item_embedding,
+        user_embedding=cfg.user_embedding,
+        gap_embedding=cfg.gap_embedding,
+        n_gap_buckets=cfg.n_gap_buckets,
+        dropout=cfg.dropout,
+        inter=cfg.has_inter,
+        context=cfg.has_context,
+        temporal=cfg.has_time,
+        w_init=cfg.w_init,
+    )
+
+
+__all__ = ["HierarchicalGRU", "build_model"]

@@ -1,0 +1,193 @@
+"""Nightly scoring: next-session recommendations and churn risk per user (issue #3 §5, SPEC §4).
+
+Every user's whole history (train then test sessions) is replayed through the model in eval mode to
+build the FIFO of session representations; the inter-session state after the last session then
+gives, for THRNN:
+
+- recommendations: the first-item head's top-K items for the user's next session;
+- return time from the time head, measured from the end of the user's last session: median and
+  mean (given a return within ``cfg.time_cutoff_hours``), the no-return mass ``p_no_return``, and
+  ``P(return within h | no return during the elapsed time)`` for each horizon, where elapsed = end
+  of the run date (UTC midnight after it) minus the last session end, clipped at 0;
+- ``churn_risk`` = probability of no return within 30 days given the time already elapsed.
+
+HRNN and the GRU4Rec-style GRU have neither a first-item nor a time head: their recommendations are
+the intra GRU's prediction after the last item of the user's last session, and their time columns
+are NaN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from jobs import columns as C
+from thrnn import time_model as tm
+from thrnn.checkpoint import atomic_write_bytes, load_run
+from thrnn.config import TrainConfig
+from thrnn.data import SessionData, load_sessions
+from thrnn.device import resolve_device
+from thrnn.inference import EVAL_BATCH_USERS, item_mask, replay, time_predictions
+from thrnn.io import Split, read_split
+from thrnn.models import HierarchicalGRU
+
+log = logging.getLogger(__name__)
+
+CHURN_HORIZON_HOURS = 720.0
+RECOMMENDATION_COLUMNS = [C.USER_ID, "rank", C.ITEM_ID, "score"]
+
+
+def horizon_column(hours: float) -> str:
+    """``p_return_1d`` for 24 h, ``p_return_7d`` for 168 h, ``p_return_36h`` for 36 h."""
+    return f"p_return_{hours / 24:g}d" if hours % 24 == 0 else f"p_return_{hours:g}h"
+
+
+def churn_columns(horizons_hours: tuple[float, ...] = (24, 168, 720)) -> list[str]:
+    return [C.USER_ID, "last_session_end", "elapsed_hours", "expected_return_hours", "median_return_hours",
+            "p_no_return", *[horizon_column(h) for h in horizons_hours], "churn_risk"]
+
+
+def run_date_end(run_date: dt.date) -> dt.datetime:
+    """UTC midnight after ``run_date`` (the end of the scored day)."""
+    return dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC)
+
+
+@torch.inference_mode()
+def score_users(
+    model: HierarchicalGRU,
+    split: Split | SessionData,
+    cfg: TrainConfig,
+    *,
+    run_date: dt.date,
+    top_k: int = 20,
+    horizons_hours: tuple[float, ...] = (24, 168, 720),
+    device: str | torch.device = "cpu",
+    exclude_items: object = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(recommendations, churn) for every user with at least one session; see the module docstring.
+
+    ``recommendations``: ``user_id, rank (1..K), item_id, score``; padding, ``exclude_items`` and (with
+    ``cfg.mask_untrained_items``) items never seen in training are never recommended.
+    ``churn``: the columns of :func:`churn_columns`, one row per user.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if any(h <= 0 for h in horizons_hours):
+        raise ValueError("horizons must be > 0 hours")
+    data = split if isinstance(split, SessionData) else load_sessions(split)
+    device = resolve_device(device)
+    model = model.to(device).eval()
+    everything = torch.ones(data.n_sessions, dtype=torch.bool)
+    blocked = item_mask(cfg, data, exclude_items)
+    r = replay(model, data, cfg, everything, torch.zeros_like(everything), device,
+               collect_last=not model.temporal, blocked_items=blocked)
+    last = data.last_rows(everything)
+    users = torch.nonzero(last >= 0).squeeze(1)
+    blocked_dev = blocked.to(device)
+    k = min(top_k, model.n_items)
+    rec_users, rec_items, rec_scores, a_parts = [], [], [], []
+    for s in range(0, users.numel(), EVAL_BATCH_USERS):
+        u_cpu = users[s:s + EVAL_BATCH_USERS]
+        u = u_cpu.to(device)
+        if model.temporal:
+            h = model.inter_state(u, *r.state.get(u), counts_cpu=r.state.counts_cpu[u_cpu])
+            logits = model.first_logits(h)
+            a_parts.append(model.time_a(h).double().cpu())
+        else:
+            assert r.last_out is not None
+            logits = model.item_logits(r.last_out[u])
+        scores = HierarchicalGRU.full_scores(logits.float()).masked_fill_(blocked_dev, float("-inf"))
+        top = torch.topk(scores, k, dim=1)
+        rec_users.append(u_cpu[:, None].expand(-1, k))
+        rec_items.append(top.indices.cpu())
+        rec_scores.append(top.values.cpu())
+    n_users = users.numel()
+    if n_users:
+        items = torch.cat(rec_items).numpy()
+        scores_np = torch.cat(rec_scores).numpy()
+        user_col = torch.cat(rec_users).numpy()
+    else:
+        items = scores_np = user_col = np.zeros((0, k))
+    rank = np.broadcast_to(np.arange(1, k + 1), items.shape)
+    keep = np.isfinite(scores_np)
+    recs = pd.DataFrame({
+        C.USER_ID: user_col[keep].astype(np.int32),
+        "rank": rank[keep].astype(np.int16),
+        C.ITEM_ID: items[keep].astype(np.int32),
+        "score": scores_np[keep].astype(np.float32),
+    })
+
+    last_rows = last[users]
+    last_end = data.end_seconds[last_rows].numpy()
+    end = run_date_end(run_date).timestamp()
+    elapsed = np.clip((end - last_end) / 3600.0, 0.0, None)
+    churn = pd.DataFrame({
+        C.USER_ID: users.numpy().astype(np.int32),
+        "last_session_end": pd.to_datetime(last_end, unit="s", utc=True),
+        "elapsed_hours": elapsed,
+    })
+    nan = np.full(n_users, np.nan)
+    if model.temporal and n_users:
+        a = torch.cat(a_parts)
+        w = model.time_head.w.detach().double().cpu()
+        median, mean, no_return = time_predictions(a.numpy(), float(w), cfg)
+        kw = {"gap_exponent": cfg.gap_exponent, "unit_hours": cfg.time_unit_hours}
+        e = torch.as_tensor(elapsed)
+        churn["expected_return_hours"] = mean
+        churn["median_return_hours"] = median
+        churn["p_no_return"] = no_return
+        for hz in horizons_hours:
+            churn[horizon_column(hz)] = tm.return_probability(a, w, elapsed_hours=e, horizon_hours=hz, **kw).numpy()
+        p30 = tm.return_probability(a, w, elapsed_hours=e, horizon_hours=CHURN_HORIZON_HOURS, **kw).numpy()
+        churn["churn_risk"] = 1.0 - p30
+    else:
+        for col in ["expected_return_hours", "median_return_hours", "p_no_return",
+                    *[horizon_column(hz) for hz in horizons_hours], "churn_risk"]:
+            churn[col] = nan
+    return recs.reset_index(drop=True), churn[churn_columns(tuple(horizons_hours))]
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+    """Atomic Parquet write (temporary file, then rename)."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    return atomic_write_bytes(path, lambda f: pq.write_table(table, f))
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("Score every user of a sessionize output folder with a trained run: top-K next-session "
+                     "items (recommendations.parquet) and return time / churn risk (churn.parquet).")
+    p.add_argument("--data", required=True, help="sessionize output folder with the users' history")
+    p.add_argument("--run", required=True, help="training run folder holding model.pt")
+    p.add_argument("--run-date", required=True, type=dt.date.fromisoformat,
+                   help="YYYY-MM-DD; elapsed time is measured to the UTC midnight after it")
+    p.add_argument("--out", required=True, help="folder for recommendations.parquet and churn.parquet")
+    p.add_argument("--top-k", type=int, default=20, help="recommendations per user (default 20)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto uses CUDA when present (default auto)")
+    p.add_argument("--horizons-hours", default="24,168,720",
+                   help="comma-separated horizons for P(return within h) (default 24,168,720)")
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    device = resolve_device(args.device)
+    model, cfg = load_run(args.run, device)
+    horizons = tuple(float(h) for h in str(args.horizons_hours).split(",") if h.strip())
+    recs, churn = score_users(model, read_split(args.data), cfg, run_date=args.run_date, top_k=args.top_k,
+                              horizons_hours=horizons, device=device)
+    out = Path(args.out)
+    write_parquet(recs, out / "recommendations.parquet")
+    write_parquet(churn, out / "churn.parquet")
+    print(f"scored {len(churn)} users: {len(recs)} recommendations -> {out}")
+    return 0

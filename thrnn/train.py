@@ -1,0 +1,353 @@
+"""Training: ``python -m thrnn train --data DIR --model {thrnn,hrnn,gru4rec} --out RUN_DIR`` (issue #3 §3).
+
+Per epoch the users' FIFOs of session representations start empty (as in the research code), so an
+epoch boundary is a clean cut: the checkpoint written after each epoch (model, optimizer, RNG
+states, epoch, config, history) and per-epoch reseeding make ``--resume`` bit-identical to an
+uninterrupted run on CPU. Test sessions are never read here; ``--val-sessions`` carves a
+validation split out of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
+from tqdm.auto import tqdm
+
+from thrnn import time_model as tm
+from thrnn.checkpoint import (
+    CHECKPOINT_FILE,
+    HISTORY_FILE,
+    atomic_write_json,
+    load_checkpoint,
+    save_checkpoint,
+    save_model,
+)
+from thrnn.config import TrainConfig, add_config_arguments, config_from_args
+from thrnn.data import HistoryState, SessionData, load_sessions, user_parallel_batches
+from thrnn.device import describe, resolve_device
+from thrnn.inference import item_mask, replay, time_predictions
+from thrnn.io import Split, read_split
+from thrnn.metrics import ranking_metrics, return_time_mae
+from thrnn.models import HierarchicalGRU, build_model
+
+log = logging.getLogger(__name__)
+
+# Fields that may change between a run and its resumption (they do not change the maths).
+_RESUMABLE_CHANGES = {"epochs", "device", "threads", "max_bad_steps", "patience"}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % 2**62
+
+
+def finalize_state(model: HierarchicalGRU, train_count: torch.Tensor) -> dict[str, torch.Tensor]:
+    """State dict for ``model.pt``: input embeddings of items never seen in training (random init,
+    never updated) are replaced by the mean trained embedding, a neutral "unknown item" input."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    emb = state["item_emb.weight"]
+    count = train_count.to(emb.device)
+    trained = count > 0
+    trained[0] = False
+    untrained = ~trained
+    untrained[0] = False
+    if bool(untrained.any()) and bool(trained.any()):
+        emb[untrained] = emb[trained].mean(0)
+    return state
+
+
+class _Trainer:
+    def __init__(self, model: HierarchicalGRU, data: SessionData, cfg: TrainConfig, device: torch.device) -> None:
+        self.model, self.data, self.cfg, self.device = model, data, cfg, device
+        self.items = data.items.to(device)
+        self.lengths = data.lengths.to(device)
+        self.users = data.users.to(device)
+        self.buckets = data.gap_buckets(cfg.n_gap_buckets, cfg.gap_upper_hours).to(device)
+        self.first_ok = (~data.is_continuation).to(device)
+        self.time_ok = data.time_mask.to(device)
+        gap = torch.nan_to_num(data.gap_hours, nan=0.0).clamp(0, cfg.gap_upper_hours)
+        self.u = tm.to_model_time(gap, cfg.gap_exponent, cfg.time_unit_hours).float().to(device)
+        time_params = {id(p) for p in model.time_parameters()}
+        groups = [{"params": [p for p in model.parameters() if id(p) not in time_params], "lr": cfg.lr}]
+        if time_params:
+            groups.append({"params": model.time_parameters(), "lr": cfg.time_lr})
+        self.optimizer = torch.optim.Adam(groups, fused=True)
+        self.params = [p for g in groups for p in g["params"]]
+        self.amp = cfg.amp and device.type == "cuda"
+        self.sampler = torch.Generator(device=device)
+
+    def step(self, rows: torch.Tensor, rows_cpu: torch.Tensor, state: HistoryState) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward + backward of one batch; returns (loss parts [joint, rec, time, first], ok flag)."""
+        model, cfg = self.model, self.cfg
+        u = self.users[rows]
+        u_cpu = self.data.users[rows_cpu]
+        n_in = self.data.lengths[rows_cpu] - 1  # inputs x_0..x_{n-2}, targets x_1..x_{n-1}
+        x = self.items[rows, : int(n_in.max()) + 1]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            h = model.inter_state(u, *state.get(u), counts_cpu=state.counts_cpu[u_cpu])
+            out, rep = model.intra(x[:, :-1], n_in, h)
+            states = out.data
+            t_items = pack_padded_sequence(x[:, 1:], n_in, batch_first=True, enforce_sorted=False).data
+            first_rows = self.first_ok[rows] if model.temporal else None
+            cand = None
+            if cfg.sampled_softmax > 0:
+                extra = torch.randint(1, model.n_items + 1, (cfg.sampled_softmax,), generator=self.sampler,
+                                      device=self.device)
+                parts = [t_items, extra] + ([x[first_rows, 0]] if model.temporal else [])
+                cand = torch.unique(torch.cat(parts))
+            logits = model.item_logits(states, cand)
+            target_idx = t_items - 1 if cand is None else torch.searchsorted(cand, t_items)
+            loss_rec = F.cross_entropy(logits.float(), target_idx)
+            zero = loss_rec.new_zeros(())
+            loss_time = loss_first = zero
+            loss = loss_rec
+            if model.temporal:
+                if bool(first_rows.any()):
+                    f_items = x[first_rows, 0]
+                    f_logits = model.first_logits(h[first_rows], cand)
+                    f_idx = f_items - 1 if cand is None else torch.searchsorted(cand, f_items)
+                    loss_first = F.cross_entropy(f_logits.float(), f_idx)
+                tmask = self.time_ok[rows]
+                a = model.time_a(h)
+                nll = tm.nll(a, model.time_head.w, self.u[rows])
+                loss_time = torch.where(tmask, nll, zero).sum() / tmask.sum().clamp(min=1)
+                loss = cfg.loss_time * loss_time + cfg.loss_rec * loss_rec + cfg.loss_first * loss_first
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
+        ok = torch.isfinite(loss) & torch.isfinite(norm)
+        state.push(u, torch.nan_to_num(rep.detach().float()), self.buckets[rows], u_cpu)
+        return torch.stack([loss, loss_rec, loss_time, loss_first]).detach(), ok
+
+    def epoch(self, batches: list[torch.Tensor], epoch: int, progress: bool) -> dict[str, Any]:
+        """One pass over ``batches`` (CPU row tensors) from empty FIFOs."""
+        cfg, model = self.cfg, self.model
+        seed = _epoch_seed(cfg.seed, epoch)
+        seed_everything(seed)
+        self.sampler.manual_seed(seed)
+        model.train()
+        state = HistoryState(self.data.n_users, cfg.history_sessions, model.hidden, self.device)
+        counts = [int((self.data.lengths[b] - 1).sum()) for b in batches]
+        n_targets = sum(counts)
+        sums = torch.zeros(4, dtype=torch.float64)
+        weight = 0
+        bad = 0
+        start = time.perf_counter()
+        bar = tqdm(total=n_targets, unit="tgt", unit_scale=True, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, leave=False)
+        for i, rows in enumerate(batches):
+            parts, ok = self.step(rows.to(self.device, non_blocking=True), rows, state)
+            k = counts[i]
+            if bool(ok):
+                self.optimizer.step()
+                sums += parts.double().cpu() * k
+                weight += k
+            else:
+                bad += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                log.warning("epoch %d batch %d: non-finite loss or gradient, step skipped (%d so far)",
+                            epoch + 1, i, bad)
+                if bad > cfg.max_bad_steps:
+                    raise FloatingPointError(
+                        f"{bad} steps with a non-finite loss or gradient in epoch {epoch + 1} "
+                        f"(max_bad_steps={cfg.max_bad_steps}); lower lr or set grad_clip")
+            bar.update(k)
+            if progress and i % 20 == 0 and weight:
+                bar.set_postfix(loss=f"{float(sums[0]) / weight:.4f}")
+        bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        means = (sums / max(weight, 1)).tolist()
+        return {
+            "epoch": epoch + 1,
+            "loss": means[0],
+            "loss_rec": means[1],
+            "loss_time": means[2] if model.temporal else None,
+            "loss_first": means[3] if model.temporal else None,
+            "w": float(model.time_head.w.detach()) if model.temporal else None,
+            "targets": n_targets,
+            "batches": len(batches),
+            "seconds": seconds,
+            "targets_per_s": n_targets / seconds if seconds > 0 else math.inf,
+            "bad_steps": bad,
+        }
+
+
+def validate(model: HierarchicalGRU, data: SessionData, cfg: TrainConfig, val: torch.Tensor,
+             device: torch.device) -> dict[str, Any]:
+    """Next-item and return-time metrics on the validation sessions (replaying training history first)."""
+    include = ~data.is_test
+    r = replay(model, data, cfg, include, val, device, blocked_items=item_mask(cfg, data))
+    out: dict[str, Any] = {f"val_{k}": v for k, v in ranking_metrics(r.next_ranks).items()}
+    if r.gap_a is not None and r.w is not None and len(r.gap_a):
+        median, _, _ = time_predictions(r.gap_a, r.w, cfg)
+        out["val_mae_hours"] = return_time_mae(data.gap_hours.numpy()[r.gap_rows], median)["mae_hours"]
+    return out
+
+
+def _check_resume(saved: dict[str, Any], cfg: TrainConfig) -> None:
+    diff = {k for k, v in cfg.to_dict().items() if saved.get(k) != v} - _RESUMABLE_CHANGES
+    if diff:
+        raise ValueError(f"cannot resume: the checkpoint was trained with different {sorted(diff)}")
+
+
+def train_sessions(
+    data: SessionData,
+    run_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`train` on already loaded :class:`SessionData`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    seed_everything(cfg.seed)
+    model = build_model(cfg, data.n_items, data.n_users).to(device)
+    trainer = _Trainer(model, data, cfg, device)
+    val = data.validation_mask(cfg.val_sessions)
+    train_mask = ~data.is_test & ~val
+    batches = [torch.from_numpy(b) for b in user_parallel_batches(data, train_mask, cfg.batch_size)]
+    history: dict[str, Any] = {
+        "model": cfg.model,
+        "device": describe(device),
+        "n_items": data.n_items,
+        "n_users": data.n_users,
+        "train_sessions": int(train_mask.sum()),
+        "val_sessions": int(val.sum()),
+        "train_targets": data.n_targets(train_mask),
+        "untrained_items": int((data.item_train_count[1:] == 0).sum()),
+        "epochs": [],
+    }
+    best: dict[str, Any] = {"score": -math.inf, "epoch": None, "state": None}
+    start_epoch = 0
+    ckpt = load_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        _check_resume(ckpt["config"], cfg)
+        model.load_state_dict(ckpt["model"])
+        trainer.optimizer.load_state_dict(ckpt["optimizer"])
+        history = ckpt["history"]
+        best = ckpt["best"]
+        start_epoch = int(ckpt["epoch"])
+        _set_rng(ckpt["rng"])
+        log.info("resuming %s after epoch %d", run_dir, start_epoch)
+    elif resume:
+        log.info("no %s in %s: training from scratch", CHECKPOINT_FILE, run_dir)
+    stale = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        record = trainer.epoch(batches, epoch, progress)
+        if val.any():
+            record.update(validate(model, data, cfg, val, device))
+            score = record["val_recall@20"]
+            if score > best["score"]:
+                best = {"score": score, "epoch": epoch + 1,
+                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+                stale = 0
+            else:
+                stale += 1
+        history["epochs"].append(record)
+        log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if not isinstance(v, list)})
+        save_checkpoint(run_dir, {
+            "epoch": epoch + 1,
+            "config": cfg.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "rng": _get_rng(),
+            "history": history,
+            "best": best,
+        })
+        if on_epoch is not None:
+            on_epoch(epoch + 1, record)
+        if cfg.patience and stale >= cfg.patience:
+            log.info("no better val recall@20 for %d epochs: stopping", stale)
+            break
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+        history["best_epoch"] = best["epoch"]
+    save_model(run_dir, model, cfg, finalize_state(model, data.item_train_count))
+    atomic_write_json(history, run_dir / HISTORY_FILE)
+    return history
+
+
+def train(
+    data_dir: str | Path,
+    run_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg.model`` on the training sessions of a sessionize output folder.
+
+    Writes ``run_dir/model.pt``, ``config.json``, ``history.json`` and ``checkpoint.pt`` (every epoch);
+    returns the history (per-epoch losses, targets/s, validation metrics). ``on_epoch(epoch, record)``
+    is called after each epoch (e.g. to log to MLflow).
+    """
+    split = data_dir if isinstance(data_dir, Split) else read_split(data_dir)
+    return train_sessions(load_sessions(split), run_dir, cfg, resume=resume, progress=progress, on_epoch=on_epoch)
+
+
+def _get_rng() -> dict[str, Any]:
+    rng: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
+                           "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def _set_rng(rng: dict[str, Any]) -> None:
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.description = "Train THRNN, HRNN or the GRU4Rec-style GRU on a sessionize output folder."
+    p.add_argument("--data", required=True, help="sessionize output folder (train/, test/, items/, users/)")
+    p.add_argument("--out", required=True, help="run folder for model.pt, config.json, history.json, checkpoint.pt")
+    p.add_argument("--dataset", default="lastfm",
+                   help="preset of the paper's defaults: lastfm or reddit (others get lastfm's)")
+    p.add_argument("--config", default=None, help="YAML or JSON file of TrainConfig fields (below defaults < file < flags)")
+    p.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint.pt when present")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_arguments(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(args, args.dataset, args.config)
+    history = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress)
+    last = history["epochs"][-1] if history["epochs"] else {}
+    print(f"trained {cfg.model} for {len(history['epochs'])} epochs -> {args.out}/model.pt "
+          f"(last loss {last.get('loss', float('nan')):.4f}, {last.get('targets_per_s', 0):.0f} targets/s)")
+    return 0
