@@ -128,12 +128,12 @@ def champion_version(client: Any, model_name: str):  # noqa: ANN201 - ModelVersi
 
 
 def version_metrics(mv: Any) -> dict[str, float]:
-    """Metrics stored as tags on a model version (``metric.<name>``)."""
+    """Metrics stored as tags on a model version (``metric.<name>``, ``@`` spelled ``_at_``)."""
     out = {}
     for key, value in (mv.tags or {}).items():
         if key.startswith("metric."):
             try:
-                out[key[len("metric."):]] = float(value)
+                out[key[len("metric."):].replace("_at_", "@")] = float(value)
             except ValueError:
                 continue
     return out
@@ -158,7 +158,7 @@ def version_tags(metrics: Mapping[str, Any], run_date: str, fingerprint: str, da
     tags = {TAG_RUN_DATE: run_date, TAG_FINGERPRINT: fingerprint, TAG_DATASET: dataset}
     for key, value in metrics.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            tags[f"metric.{key}"] = repr(float(value))
+            tags[f"metric.{key.replace('@', '_at_')}"] = repr(float(value))
     return tags
 
 
