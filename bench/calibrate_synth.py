@@ -96,6 +96,48 @@ def session_stats(df: pd.DataFrame, threshold_s: float) -> dict[str, float]:
         "day_peak_ratio": day_peak,
         "hour_concentration": hour_r,
         "users_quiet_last_20pct": float((last < df["t"].min() + 0.8 * span).mean()),
+        **spec_rules_stats(df[["user", "item", "t"]], threshold_s),
+    }
+
+
+def spec_rules_stats(df: pd.DataFrame, threshold_s: float, k: int = 20) -> dict[str, float]:
+    """What SPEC §3 keeps (collapse repeats, drop length 1 and > 40, chunks of 20, users with >= 3
+    sessions, 80/20 split per user) and next-item Recall@k of popularity vs Markov-1 on the test part:
+    a quick check that the data carry a sequential signal."""
+    df = df.sort_values(["user", "t"], kind="stable").reset_index(drop=True)
+    dt = df.groupby("user", sort=False)["t"].diff()
+    new = dt.isna() | (dt > threshold_s)
+    df["sid"] = new.cumsum()
+    df = df[~((df["item"] == df["item"].shift()) & (df["sid"] == df["sid"].shift()))].copy()
+    length = df.groupby("sid")["item"].transform("size")
+    df = df[(length >= 2) & (length <= 40)].copy()
+    pos = df.groupby("sid").cumcount()
+    df["chunk"] = df["sid"].astype(str) + ":" + (pos // 20).astype(str)
+    clen = df.groupby("chunk")["item"].transform("size")
+    df = df[clen >= 2].copy()
+    n_sess = df.groupby("user")["chunk"].transform("nunique")
+    df = df[n_sess >= 3].copy()
+    order = df.groupby("user")["chunk"].transform(lambda c: pd.factorize(c)[0])
+    n_user = df.groupby("user")["chunk"].transform("nunique")
+    df["test"] = order >= np.floor(0.8 * n_user)
+    df["prev"] = df["item"].shift()
+    pairs = df[df["chunk"] == df["chunk"].shift()]
+    train, test = pairs[~pairs["test"]], pairs[pairs["test"]]
+    popular = set(df.loc[~df["test"], "item"].value_counts().index[:k])
+    pop_recall = float(test["item"].isin(popular).mean()) if len(test) else float("nan")
+    counts = train.groupby(["prev", "item"]).size().rename("n").reset_index()
+    counts = counts.sort_values(["prev", "n", "item"], ascending=[True, False, True])
+    top = counts.groupby("prev").head(k)[["prev", "item"]].assign(hit=True)
+    hits = test.merge(top, on=["prev", "item"], how="left")["hit"].notna()
+    sessions_kept = df["chunk"].nunique()
+    return {
+        "spec_users": int(df["user"].nunique()),
+        "spec_sessions": int(sessions_kept),
+        "spec_events": len(df),
+        "spec_avg_session_length": len(df) / sessions_kept if sessions_kept else float("nan"),
+        "spec_sessions_per_user": sessions_kept / df["user"].nunique() if len(df) else float("nan"),
+        "recall20_popularity": pop_recall,
+        "recall20_markov1": float(hits.mean()) if len(hits) else float("nan"),
     }
 
 
@@ -145,6 +187,9 @@ ROWS = [
     ("daily peak ratio of gaps (20-28 h vs 8-16 h, 32-40 h)", "day_peak_ratio", "{:.2f}"),
     ("hour-of-day concentration of session starts (per user)", "hour_concentration", "{:.2f}"),
     ("users with no event in the last 20 % of the span", "users_quiet_last_20pct", "{:.2f}"),
+    ("after SPEC §3 rules: users / sessions", ("spec_users", "spec_sessions"), "{:,.0f}"),
+    ("after SPEC §3 rules: session length / sessions per user", ("spec_avg_session_length", "spec_sessions_per_user"), "{:.1f}"),
+    ("next-item Recall@20 on the 20 % test split: popularity / Markov-1", ("recall20_popularity", "recall20_markov1"), "{:.3f}"),
 ]
 
 

@@ -132,8 +132,8 @@ PROFILES: dict[str, FormatProfile] = {
         session_len_sigma=0.9,
         session_len_max=400,
         p_repeat=0.7,
-        p_successor=0.17,
-        p_cluster=0.1,
+        p_successor=0.12,
+        p_cluster=0.12,
         cluster_size=15.0,
         zipf_exponent=1.0,
         zipf_offset=2.7,
@@ -172,8 +172,8 @@ PROFILES: dict[str, FormatProfile] = {
         session_len_sigma=0.85,
         session_len_max=200,
         p_repeat=0.4,
-        p_successor=0.25,
-        p_cluster=0.25,
+        p_successor=0.15,
+        p_cluster=0.3,
         cluster_size=6.0,
         zipf_exponent=1.15,
         zipf_offset=1.0,
@@ -360,11 +360,11 @@ def _uuids(rng: np.random.Generator, n: int) -> list[str]:
     raw = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
-    out = []
-    for row in raw:
-        h = row.tobytes().hex()
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return out
+    hexes = raw.tobytes().hex()
+    return [
+        f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        for h in (hexes[i : i + 32] for i in range(0, 32 * n, 32))
+    ]
 
 
 def _user_keys(fmt: str, users: np.ndarray, seed: int) -> list[str]:
@@ -791,8 +791,13 @@ def format_block(cfg: SynthConfig, catalog: Catalog, block: Block) -> pa.Array:
         tail_idx = block.item[idx] * TRACKS_PER_ARTIST + block.track[idx]
         keys = pa.array(_user_keys("lastfm", np.unique(users), cfg.seed), type=pa.binary())
         user_col = pc.take(keys, pa.array(users - block.first_user))
-        ts = pa.array(times).cast(pa.timestamp("s", tz="UTC"))
-        ts_col = pc.strftime(ts, format="%Y-%m-%dT%H:%M:%SZ").cast(pa.binary())
+        # the cast gives "YYYY-MM-DD HH:MM:SS" and is ~25x faster than strftime
+        ts = pc.cast(pa.array(times).cast(pa.timestamp("s")), pa.string())
+        ts_col = pc.binary_join_element_wise(
+            pc.replace_substring(ts, pattern=" ", replacement="T", max_replacements=1),
+            pa.scalar("Z"),
+            pa.scalar(""),
+        ).cast(pa.binary())
         tail_col = pc.take(catalog.tails, pa.array(tail_idx))
         return pc.binary_join_element_wise(user_col, ts_col, tail_col, pa.scalar(b"\t", pa.binary()))
     keys = pa.array(_user_keys("reddit", np.unique(block.user), cfg.seed), type=pa.binary())
