@@ -206,5 +206,6 @@ def config_from_args(args: Any, dataset: str = "lastfm", config_file: str | Path
     file_overrides = load_config_file(config_file) if config_file else {}
     cli = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
            if getattr(args, f.name, None) is not None}
-    model = cli.get("model", file_overrides.get("model", "thrnn"))
-    return config_for(dataset, model, **{**file_overrides, **cli})
+    merged = {**file_overrides, **cli}
+    model = merged.pop("model", "thrnn")
+    return config_for(dataset, model, **merged)

@@ -41,6 +41,7 @@ class SessionData:
     is_continuation: torch.Tensor  # (S,) bool
     is_test: torch.Tensor  # (S,) bool
     end_seconds: torch.Tensor  # (S,) float64, epoch seconds of the session's last event
+    end_us: torch.Tensor  # (S,) int64, the same in exact epoch microseconds
     n_items: int
     n_users: int
     item_train_count: torch.Tensor  # (N+1,) int64, index = item id (0 = padding, count 0)
@@ -140,8 +141,8 @@ def load_sessions(split: Split, max_len: int = C.MAX_SESSION_LENGTH) -> SessionD
     gap = ev[C.GAP_BEFORE_SECONDS].to_numpy(np.float64)[starts] / SECONDS_PER_HOUR
     t = ev[C.EVENT_TIME]
     t = t.dt.tz_convert("UTC") if t.dt.tz is not None else t.dt.tz_localize("UTC")
-    secs = (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.float64)
-    end_seconds = secs[starts + lengths - 1]
+    end_us = ((t - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)).to_numpy(np.int64)
+    end_us = end_us[starts + lengths - 1]
     train_count = np.zeros(n_items + 1, dtype=np.int64)
     if C.TRAIN_COUNT in split.items.columns and len(split.items):
         train_count[split.items[C.ITEM_ID].to_numpy(np.int64)] = split.items[C.TRAIN_COUNT].to_numpy(np.int64)
@@ -155,7 +156,8 @@ def load_sessions(split: Split, max_len: int = C.MAX_SESSION_LENGTH) -> SessionD
         gap_hours=torch.from_numpy(gap),
         is_continuation=torch.from_numpy(ev[C.IS_CONTINUATION].to_numpy(bool)[starts]),
         is_test=torch.from_numpy(s_test.astype(bool)),
-        end_seconds=torch.from_numpy(end_seconds),
+        end_seconds=torch.from_numpy(end_us / 1e6),
+        end_us=torch.from_numpy(end_us),
         n_items=n_items,
         n_users=n_users,
         item_train_count=torch.from_numpy(train_count),

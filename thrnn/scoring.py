@@ -126,12 +126,12 @@ def score_users(
     })
 
     last_rows = last[users]
-    last_end = data.end_seconds[last_rows].numpy()
-    end = run_date_end(run_date).timestamp()
-    elapsed = np.clip((end - last_end) / 3600.0, 0.0, None)
+    last_end_us = data.end_us[last_rows].numpy()
+    end_us = int(run_date_end(run_date).timestamp()) * 1_000_000
+    elapsed = np.clip((end_us - last_end_us) / 3.6e9, 0.0, None)
     churn = pd.DataFrame({
         C.USER_ID: users.numpy().astype(np.int32),
-        "last_session_end": pd.to_datetime(last_end, unit="s", utc=True),
+        "last_session_end": pd.to_datetime(last_end_us, unit="us", utc=True),
         "elapsed_hours": elapsed,
     })
     nan = np.full(n_users, np.nan)

@@ -1,0 +1,117 @@
+"""Scoring: top-K next-session items and churn figures, checked against a reference and closed forms."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from jobs import columns as C
+from tests.thrnn.test_data import tiny_split
+from tests.thrnn.test_inference import _reference
+from thrnn.checkpoint import load_run
+from thrnn.config import config_for
+from thrnn.data import load_sessions
+from thrnn.scoring import churn_columns, run_date_end, score_users
+from thrnn.train import train_sessions
+
+torch.set_num_threads(1)
+
+
+def _trained(tmp_path, model: str, **kw):
+    split = tiny_split(n_users=6, n_items=10, seed=11, **kw)
+    cfg = config_for("lastfm", model, item_embedding=8, epochs=2, batch_size=3, device="cpu", history_sessions=3)
+    train_sessions(load_sessions(split), tmp_path, cfg, progress=False)
+    m, cfg = load_run(tmp_path)
+    return m, cfg, split
+
+
+def test_thrnn_scores_match_the_reference_and_closed_forms(tmp_path):
+    model, cfg, split = _trained(tmp_path, "thrnn")
+    data = load_sessions(split)
+    last_event = pd.concat([split.train, split.test]).groupby(C.USER_ID)[C.EVENT_TIME].max()
+    run_date = (last_event.min() + pd.Timedelta(days=2)).date()  # some users before, some after
+    recs, churn = score_users(model, split, cfg, run_date=run_date, top_k=4)
+    assert list(churn.columns) == churn_columns()
+    assert list(recs.columns) == [C.USER_ID, "rank", C.ITEM_ID, "score"]
+    final: dict = {}
+    with torch.no_grad():
+        _reference(model, cfg, data, final)
+        for u, grp in recs.groupby(C.USER_ID):
+            scores = model.first_out(final[u]["h"][None])[0]
+            top = torch.topk(scores, 4)
+            assert grp["rank"].tolist() == [1, 2, 3, 4]
+            assert grp[C.ITEM_ID].tolist() == (top.indices + 1).tolist()
+            np.testing.assert_allclose(grp["score"], top.values.numpy(), rtol=1e-5)
+    # churn: last session end, elapsed to the UTC midnight after the run date, clipped at 0
+    assert churn[C.USER_ID].tolist() == list(range(split.n_users))
+    assert (churn["last_session_end"] == last_event.to_numpy()).all()
+    end = pd.Timestamp(run_date_end(run_date))
+    expected_elapsed = ((end - last_event).dt.total_seconds() / 3600).clip(lower=0)
+    np.testing.assert_allclose(churn["elapsed_hours"], expected_elapsed.to_numpy())
+    assert (churn["elapsed_hours"] == 0).any() and (churn["elapsed_hours"] > 0).any()
+    # the model's law: S(t) = exp(-e^a (e^{w u} - 1) / w), u = t / unit; recover e^a from the median
+    w = float(model.time_head.w.detach())
+    ok = churn["median_return_hours"] < cfg.time_cutoff_hours
+    assert ok.any()
+    for _, row in churn[ok].iterrows():
+        a_exp = math.log(2) * w / math.expm1(w * row["median_return_hours"] / cfg.time_unit_hours)
+
+        def surv(t, a_exp=a_exp):
+            return math.exp(-a_exp * math.expm1(w * t / cfg.time_unit_hours) / w)
+
+        e = row["elapsed_hours"]
+        for hz, col in ((24, "p_return_1d"), (168, "p_return_7d"), (720, "p_return_30d")):
+            assert row[col] == pytest.approx(1 - surv(e + hz) / surv(e), rel=1e-6, abs=1e-9)
+        assert row["churn_risk"] == pytest.approx(1 - row["p_return_30d"])
+        assert row["p_no_return"] == pytest.approx(math.exp(a_exp / w) if w < 0 else 0.0, rel=1e-6, abs=1e-12)
+    assert (churn["p_return_1d"] <= churn["p_return_7d"]).all()
+    assert (churn["p_return_7d"] <= churn["p_return_30d"]).all()
+    assert ((churn["churn_risk"] >= 0) & (churn["churn_risk"] <= 1)).all()
+    assert (churn["expected_return_hours"] > 0).all()
+
+
+def test_exclusions_and_k_larger_than_the_catalogue(tmp_path):
+    model, cfg, split = _trained(tmp_path, "thrnn")
+    recs, _ = score_users(model, split, cfg, run_date=dt.date(2030, 1, 1), top_k=50, exclude_items=[2, 5])
+    assert recs.groupby(C.USER_ID).size().eq(split.n_items - 2).all()
+    assert not recs[C.ITEM_ID].isin([0, 2, 5]).any()
+    assert (recs.groupby(C.USER_ID)["score"].diff().dropna() <= 0).all()
+    with pytest.raises(ValueError, match="item ids"):
+        score_users(model, split, cfg, run_date=dt.date(2030, 1, 1), exclude_items=[99])
+    _, churn = score_users(model, split, cfg, run_date=dt.date(2030, 1, 1), horizons_hours=(36,))
+    assert "p_return_36h" in churn.columns and "churn_risk" in churn.columns
+
+
+def test_hrnn_recommends_from_the_last_item_and_has_no_time_figures(tmp_path):
+    model, cfg, split = _trained(tmp_path, "hrnn")
+    recs, churn = score_users(model, split, cfg, run_date=dt.date(2030, 1, 1), top_k=3)
+    final: dict = {}
+    with torch.no_grad():
+        _reference(model, cfg, load_sessions(split), final)
+        for u, grp in recs.groupby(C.USER_ID):
+            top = torch.topk(model.out(final[u]["last_out"][None])[0], 3)
+            assert grp[C.ITEM_ID].tolist() == (top.indices + 1).tolist()
+    assert churn[["expected_return_hours", "median_return_hours", "p_no_return", "p_return_1d",
+                  "churn_risk"]].isna().all().all()
+    assert (churn["elapsed_hours"] > 0).all()
+
+
+def test_score_cli_writes_both_tables(tmp_path):
+    split_dir = tmp_path / "split"
+    split = tiny_split(split_dir)
+    cfg = config_for("lastfm", "thrnn", item_embedding=8, epochs=1, device="cpu")
+    train_sessions(load_sessions(split), tmp_path / "run", cfg, progress=False)
+    subprocess.run([sys.executable, "-m", "thrnn", "score", "--data", str(split_dir), "--run", str(tmp_path / "run"),
+                    "--run-date", "2009-01-01", "--out", str(tmp_path / "out"), "--top-k", "3", "--device", "cpu"],
+                   check=True, capture_output=True)
+    recs = pd.read_parquet(tmp_path / "out" / "recommendations.parquet")
+    churn = pd.read_parquet(tmp_path / "out" / "churn.parquet")
+    assert len(recs) == 3 * split.n_users and len(churn) == split.n_users
+    assert str(churn["last_session_end"].dtype).startswith("datetime64") and churn["last_session_end"].dt.tz is not None

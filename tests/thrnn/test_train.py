@@ -1,0 +1,181 @@
+"""Training: completeness, overfitting, resume equality, NaN guard, validation split, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from jobs import columns as C
+from tests.thrnn.test_data import T0, H, tiny_split
+from thrnn.checkpoint import load_checkpoint, load_run
+from thrnn.config import TrainConfig, config_for
+from thrnn.data import load_sessions, user_parallel_batches
+from thrnn.inference import replay
+from thrnn.io import Split, split_from_sessions
+from thrnn.train import finalize_state, train, train_sessions
+
+torch.set_num_threads(1)
+
+
+def _cfg(model: str = "thrnn", **kw) -> TrainConfig:
+    base = {"item_embedding": 16, "epochs": 1, "batch_size": 4, "device": "cpu", "seed": 7}
+    return config_for("lastfm", model, **{**base, **kw})
+
+
+def _state(path) -> dict[str, torch.Tensor]:
+    return torch.load(path / "model.pt", weights_only=True)["state_dict"]
+
+
+def test_every_training_target_is_trained_on(tmp_path):
+    # a heavy user (30 sessions) among light ones: the research batching would skip its tail
+    sessions = {0: [[(1 + s % 5, T0 + s * 10 * H), (2 + s % 3, T0 + s * 10 * H + 60)] for s in range(30)]}
+    for u in range(1, 7):
+        sessions[u] = [[(u, T0 + s * 20 * H), (u + 1, T0 + s * 20 * H + 60), (3, T0 + s * 20 * H + 90)]
+                       for s in range(3)]
+    split = split_from_sessions(sessions)
+    data = load_sessions(split)
+    hist = train_sessions(data, tmp_path, _cfg(batch_size=4), progress=False)
+    expected = int((split.train.groupby([C.USER_ID, C.SESSION_INDEX]).size() - 1).sum())
+    assert hist["train_targets"] == expected == hist["epochs"][0]["targets"]
+    assert hist["epochs"][0]["batches"] == 24  # floor(0.8 * 30): one batch per heavy-user session
+
+
+def test_overfits_a_tiny_dataset(tmp_path):
+    """Deterministic sequences are learned to Recall@1 = 1 and the time loss falls."""
+    sessions = {}
+    for u in range(4):
+        seq = [1 + (u + k) % 6 for k in range(5)]
+        gap = (5 + 10 * u) * H
+        sessions[u] = [[(i, T0 + s * gap + 60 * k) for k, i in enumerate(seq)] for s in range(6)]
+    split = split_from_sessions(sessions, train_fraction=1.0)
+    data = load_sessions(split)
+    cfg = _cfg(epochs=60, lr=0.02, time_lr=0.02, dropout=0.0, item_embedding=16, batch_size=4)
+    hist = train_sessions(data, tmp_path, cfg, progress=False)
+    model, cfg = load_run(tmp_path)
+    everything = torch.ones(data.n_sessions, dtype=torch.bool)
+    r = replay(model, data, cfg, everything, everything)
+    assert r.next_ranks.size == data.n_targets()
+    assert (r.next_ranks == 1).all()
+    # first items are user-specific: learned from the user/gap context (all but the first sessions)
+    assert (r.first_ranks[data.session_index.numpy()[r.first_rows] > 0] == 1).all()
+    losses = [e["loss_time"] for e in hist["epochs"]]
+    assert losses[-1] < losses[0] - 0.5
+
+
+@pytest.mark.parametrize("model", ["thrnn", "hrnn"])
+def test_resume_is_bit_identical(tmp_path, model):
+    split = tiny_split(n_users=5)
+    data = load_sessions(split)
+    kw = {"dropout": 0.3, "sampled_softmax": 5}
+    full = train_sessions(data, tmp_path / "full", _cfg(model, epochs=2, **kw), progress=False)
+    train_sessions(data, tmp_path / "part", _cfg(model, epochs=1, **kw), progress=False)
+    assert load_checkpoint(tmp_path / "part")["epoch"] == 1
+    resumed = train_sessions(data, tmp_path / "part", _cfg(model, epochs=2, **kw), resume=True, progress=False)
+    a, b = _state(tmp_path / "full"), _state(tmp_path / "part")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    strip = ("seconds", "targets_per_s")
+    assert [{k: v for k, v in e.items() if k not in strip} for e in full["epochs"]] == \
+        [{k: v for k, v in e.items() if k not in strip} for e in resumed["epochs"]]
+
+
+def test_resume_refuses_a_different_model_config(tmp_path):
+    data = load_sessions(tiny_split())
+    train_sessions(data, tmp_path, _cfg(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="item_embedding"):
+        train_sessions(data, tmp_path, _cfg(epochs=2, item_embedding=8), resume=True, progress=False)
+
+
+def test_same_seed_same_model_different_seed_different_model(tmp_path):
+    data = load_sessions(tiny_split())
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        train_sessions(data, tmp_path / name, _cfg(seed=seed), progress=False)
+    a, b, c = (_state(tmp_path / n) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_non_finite_steps_are_skipped_then_abort(tmp_path):
+    data = load_sessions(tiny_split(n_users=8))
+    with pytest.raises(FloatingPointError, match="max_bad_steps=2"):
+        train_sessions(data, tmp_path, _cfg(lr=1e30, time_lr=1e30, epochs=3, max_bad_steps=2), progress=False)
+
+
+def test_gradient_clipping_bounds_the_first_update(tmp_path):
+    data = load_sessions(tiny_split())
+    cfg = _cfg(grad_clip=1e-9, lr=1e-3, epochs=1)
+    train_sessions(data, tmp_path, cfg, progress=False)
+    assert json.loads((tmp_path / "history.json").read_text())["epochs"][0]["bad_steps"] == 0
+
+
+def test_validation_split_never_reads_test(tmp_path):
+    split = tiny_split(n_users=6)
+    other_test = split.test.copy()
+    other_test[C.ITEM_ID] = 1 + (other_test[C.ITEM_ID] % split.n_items)  # different test items
+    cfg = _cfg(epochs=2, val_sessions=1, patience=5)
+    h1 = train(split, tmp_path / "a", cfg, progress=False)
+    train(Split(split.train, other_test, split.items, split.users, {}), tmp_path / "b", cfg, progress=False)
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert h1["val_sessions"] == 6 and "val_recall@20" in h1["epochs"][0] and h1["best_epoch"] in (1, 2)
+    assert 0 <= h1["epochs"][-1]["val_mae_hours"] < 500
+
+
+def test_train_writes_run_files_and_on_epoch(tmp_path):
+    split = tiny_split()
+    split_dir = tmp_path / "split"
+    split = tiny_split(split_dir)
+    seen = []
+    hist = train(split_dir, tmp_path / "run", _cfg(epochs=2), progress=False,
+                 on_epoch=lambda e, rec: seen.append((e, rec["loss"])))
+    assert [e for e, _ in seen] == [1, 2]
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {"model.pt", "config.json", "history.json",
+                                                               "checkpoint.pt"}
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == json.loads(json.dumps(hist))
+    assert TrainConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text())).epochs == 2
+    model, cfg = load_run(tmp_path / "run")
+    assert model.n_items == split.n_items and not model.training
+
+
+def test_untrained_items_get_the_mean_trained_input_embedding(tmp_path):
+    sessions = {u: [[(1 + u, T0 + s * 9 * H), (2 + u, T0 + s * 9 * H + 60)] for s in range(4)] for u in range(3)}
+    sessions[0][-1] = [(9, T0 + 50 * H), (1, T0 + 50 * H + 60)]  # item 9 only in test
+    data = load_sessions(split_from_sessions(sessions))
+    assert data.item_train_count[9] == 0
+    train_sessions(data, tmp_path, _cfg(), progress=False)
+    emb = _state(tmp_path)["item_emb.weight"]
+    trained = (data.item_train_count > 0).nonzero().squeeze(1)
+    torch.testing.assert_close(emb[9], emb[trained].mean(0))
+    assert bool((emb[0] == 0).all())
+    model, _ = load_run(tmp_path)
+    assert torch.equal(finalize_state(model, data.item_train_count)["item_emb.weight"], emb)
+
+
+def test_batches_cover_the_whole_train_split_on_a_skewed_split():
+    counts = [37, 3, 3, 5, 12]
+    sessions = {u: [[(1, T0 + s * 10 * H), (2, T0 + s * 10 * H + 60)] for s in range(n)]
+                for u, n in enumerate(counts)}
+    data = load_sessions(split_from_sessions(sessions))
+    rows = np.concatenate(user_parallel_batches(data, ~data.is_test, 2))
+    assert np.array_equal(np.sort(rows), np.flatnonzero(~data.is_test.numpy()))
+
+
+def test_cli_help_documents_every_option_and_trains(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "thrnn", "train", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for f in TrainConfig.__dataclass_fields__:
+        assert "--" + f.replace("_", "-") in out
+    split_dir = tmp_path / "split"
+    tiny_split(split_dir)
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text("item_embedding: 8\nepochs: 3\n")
+    subprocess.run([sys.executable, "-m", "thrnn", "train", "--data", str(split_dir), "--out", str(tmp_path / "run"),
+                    "--model", "hrnn", "--config", str(cfg_file), "--epochs", "1", "--device", "cpu",
+                    "--no-progress", "--threads", "1"], check=True, capture_output=True)
+    cfg = TrainConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    assert (cfg.model, cfg.item_embedding, cfg.epochs, cfg.dropout) == ("hrnn", 8, 1, 0.2)
