@@ -1,0 +1,85 @@
+"""Next-item baselines: most-popular and first-order item transitions (Markov-1).
+
+Both rank the full catalogue (items 1..N, padding never a candidate) with ties against the model,
+exactly like the neural models: the scores are exact integers fed to ``thrnn.metrics.ranks_from_scores``.
+
+Markov-1 choices (documented because they change the figures):
+- transitions are counted on training data only (no online update with test events), within sessions,
+  including the step from the last item of a chunk into its continuation chunk (consecutive events of
+  one real session); the step from one session to the next is counted separately and used only for
+  the first item of the next session;
+- score(i | prev) = count(prev -> i) · (max_popularity + 1) + popularity(i): transitions first, ties
+  (including prev never seen, or 0 transitions) broken by training popularity, remaining ties
+  counted against the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from jobs import columns as C
+from thrnn.baselines.protocol import session_table
+from thrnn.io import Split
+from thrnn.metrics import ranks_from_scores
+
+# Bound on the dense (targets x items) score block ranked at once, in elements.
+_SCORE_BLOCK = 1 << 22
+
+
+def item_popularity(split: Split) -> np.ndarray:
+    """(N+1,) training counts per item id; index 0 (padding) is 0."""
+    return np.bincount(split.train[C.ITEM_ID].to_numpy(np.int64), minlength=split.n_items + 1)[: split.n_items + 1]
+
+
+def popularity_ranks(popularity: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Rank of each target among items 1..N scored by ``popularity``; ties against the model.
+
+    rank = 1 + #higher + #other equal = N - #items strictly lower.
+    """
+    cand = np.sort(popularity[1:])
+    return (len(cand) - np.searchsorted(cand, popularity[targets], side="left")).astype(np.int64)
+
+
+def transition_matrix(split: Split) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(within-session, session-to-next-session) transition counts from train, both (N+1, N+1) CSR."""
+    n = split.n_items + 1
+    tr = split.train
+    items = tr[C.ITEM_ID].to_numpy(np.int64)
+    user = tr[C.USER_ID].to_numpy()
+    sidx = tr[C.SESSION_INDEX].to_numpy()
+    pos = tr[C.POSITION].to_numpy()
+    cont = tr[C.IS_CONTINUATION].to_numpy(bool)
+    same_user = np.zeros(len(tr), dtype=bool)
+    same_user[1:] = user[1:] == user[:-1]
+    within = np.zeros(len(tr), dtype=bool)
+    within[1:] = same_user[1:] & (
+        ((sidx[1:] == sidx[:-1]) & (pos[1:] > 0)) | ((sidx[1:] == sidx[:-1] + 1) & (pos[1:] == 0) & cont[1:])
+    )
+    idx = np.flatnonzero(within)
+    inner = sp.coo_matrix((np.ones(len(idx)), (items[idx - 1], items[idx])), shape=(n, n)).tocsr()
+    s = session_table(split)
+    s = s[~s["is_test"] & ~s["is_continuation"] & (s["prev_last_item"] > 0)]
+    between = sp.coo_matrix(
+        (np.ones(len(s)), (s["prev_last_item"].to_numpy(np.int64), s["first_item"].to_numpy(np.int64))),
+        shape=(n, n),
+    ).tocsr()
+    return inner, between
+
+
+def markov_ranks(transitions: sp.csr_matrix, popularity: np.ndarray, prev: np.ndarray,
+                 targets: np.ndarray) -> np.ndarray:
+    """Ranks under score = count(prev -> i) · (max_pop + 1) + pop(i) (exact int64), ties against the model."""
+    n = transitions.shape[0]
+    if len(prev) != len(targets):
+        raise ValueError("prev and targets differ in length")
+    base = torch.from_numpy(popularity.astype(np.int64))
+    scale = int(popularity.max()) + 1
+    chunk = max(1, _SCORE_BLOCK // n)
+    out = []
+    for s in range(0, len(prev), chunk):
+        rows = transitions[prev[s : s + chunk]].toarray().astype(np.int64)
+        scores = torch.from_numpy(rows) * scale + base
+        out.append(ranks_from_scores(scores, torch.from_numpy(targets[s : s + chunk])).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
