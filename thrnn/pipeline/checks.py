@@ -170,8 +170,13 @@ def check_published(
     expected_users: int,
     top_k: int,
     risk_thresholds: tuple[float, float],
+    horizons_hours: tuple[float, ...] = (24.0, 168.0, 720.0),
 ) -> dict[str, int]:
-    """Re-read one published night and check it; return row counts, raise ContractError."""
+    """Re-read one published night and check it; return row counts, raise ContractError.
+
+    ``churn_risk`` (no return within 30 days) equals ``1 - p_return_30d`` only when the last horizon
+    is 720 h; with other horizons that rule is skipped.
+    """
     key = [dataset, run_date]
     problems: list[str] = []
 
@@ -207,12 +212,13 @@ def check_published(
     if bad_scores:
         problems.append(f"{bad_scores} recommendation(s) with a NaN or infinite score")
     eps = 1e-6
+    same = "AND ABS(churn_risk - (1 - p_return_30d)) <= ?" if float(horizons_hours[-1]) == 720.0 else ""
     bad_p = int(one(
         f"SELECT COUNT(*) FROM {CHURN_RISK} {where} AND NOT ("
         f"p_return_1d BETWEEN 0 AND 1 AND p_return_7d BETWEEN 0 AND 1 AND p_return_30d BETWEEN 0 AND 1 "
         f"AND churn_risk BETWEEN 0 AND 1 AND (p_no_return IS NULL OR p_no_return BETWEEN 0 AND 1) "
-        f"AND p_return_1d <= p_return_7d + ? AND p_return_7d <= p_return_30d + ? "
-        f"AND ABS(churn_risk - (1 - p_return_30d)) <= ?)", key + [eps, eps, eps]))
+        f"AND p_return_1d <= p_return_7d + ? AND p_return_7d <= p_return_30d + ? {same})",
+        key + [eps, eps] + ([eps] if same else [])))
     if bad_p:
         problems.append(f"{bad_p} churn row(s) with probabilities outside [0, 1], not increasing with the "
                         f"horizon, or churn_risk != 1 - p_return_30d")

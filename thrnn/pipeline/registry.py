@@ -191,6 +191,7 @@ def register_and_gate(
     before_v = int(before.version) if before is not None else None
     if existing is not None:
         version, reused = int(existing.version), True
+        run_id = existing.run_id or run_id  # the run that produced the reused version
     else:
         uri = model_uri if model_uri is not None else log_model()
         mv = mlflow.register_model(uri, model_name, tags=version_tags(metrics, day, fingerprint, dataset))

@@ -15,6 +15,8 @@ Environment variables (all optional):
                             ``$THRNN_HOME/warehouse.duckdb``)
 ``AIRFLOW_HOME``            Airflow home (default ``$THRNN_HOME/airflow``)
 ``THRNN_SPARK_MASTER``      Spark master for the sessionize task (default ``local[*]``)
+``THRNN_SPARK_CONF``        extra Spark settings, ``key=value,key=value`` (local masters default to
+                            4 shuffle partitions: Spark's 200 cost minutes on small nights)
 ``THRNN_TRAIN_QUEUE``       Celery queue of the training task (e.g. ``gpu``; default queue if unset)
 ``THRNN_TRAIN_POOL``        Airflow pool of the training task (default pool if unset)
 ``THRNN_DEVICE``            ``auto`` | ``cpu`` | ``cuda`` for training and scoring (default ``auto``)
@@ -82,6 +84,9 @@ class PipelineSettings:
     )
     airflow_home: Path | None = field(default=None, metadata={"help": "AIRFLOW_HOME; None = $THRNN_HOME/airflow"})
     spark_master: str = field(default="local[*]", metadata={"help": "Spark master URL of the sessionize task"})
+    spark_conf: tuple[tuple[str, str], ...] = field(
+        default=(), metadata={"help": "THRNN_SPARK_CONF: extra Spark settings, 'key=value,key=value'"}
+    )
     train_queue: str | None = field(default=None, metadata={"help": "Celery queue of the train task (e.g. gpu)"})
     train_pool: str | None = field(default=None, metadata={"help": "Airflow pool of the train task"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda for training and scoring"})
@@ -109,6 +114,7 @@ class PipelineSettings:
             warehouse_url=env.get("THRNN_WAREHOUSE_URL", ""),
             airflow_home=Path(env["AIRFLOW_HOME"]) if env.get("AIRFLOW_HOME") else None,
             spark_master=env.get("THRNN_SPARK_MASTER") or "local[*]",
+            spark_conf=_pairs(env.get("THRNN_SPARK_CONF", "")),
             train_queue=env.get("THRNN_TRAIN_QUEUE") or None,
             train_pool=env.get("THRNN_TRAIN_POOL") or None,
             device=env.get("THRNN_DEVICE") or "auto",
@@ -139,11 +145,29 @@ class PipelineSettings:
         dt.date.fromisoformat(day)  # refuse anything that is not a plain date
         return RunPaths(self.home / "runs" / dataset / day)
 
+    def spark_settings(self) -> dict[str, str]:
+        """Spark conf of the sessionize task: small-night defaults for local masters, then THRNN_SPARK_CONF."""
+        conf = {"spark.ui.enabled": "false", "spark.local.dir": str(self.home / "spark-tmp")}
+        if self.spark_master.startswith("local"):
+            conf["spark.sql.shuffle.partitions"] = "4"
+        conf.update(dict(self.spark_conf))
+        return conf
+
     def to_dict(self) -> dict[str, str | None]:
         d = {k: (str(v) if v is not None else None) for k, v in asdict(self).items()}
         d["warehouse_url"] = _redact(self.warehouse)
         d["mlflow_tracking_uri"] = _redact(self.tracking_uri)
         return d
+
+
+def _pairs(text: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"THRNN_SPARK_CONF entries must be key=value, got {part!r}")
+        out.append((key.strip(), value.strip()))
+    return tuple(out)
 
 
 def _redact(url: str) -> str:

@@ -27,6 +27,7 @@ from .settings import PipelineSettings, RunPaths, registered_model_name
 log = logging.getLogger(__name__)
 
 STATE_FILES = ("sessionize", "validate", "train", "evaluate", "register", "score", "publish", "check")
+HORIZON_COLUMNS = ("p_return_1d", "p_return_7d", "p_return_30d")
 GATE_KEYS = ("recall@5", "recall@10", "recall@20", "mrr@5", "mrr@10", "mrr@20", "first_item_recall@20",
              "first_item_mrr@20", "mae_hours", "mae_hours_mean", "n_targets", "n_gaps")
 
@@ -115,7 +116,7 @@ def sessionize(settings: PipelineSettings, params: RunParams, run_date: dt.date)
         spark = existing or build_spark(
             app_name=f"thrnn-sessionize-{params.dataset}-{run_date}",
             master=settings.spark_master,
-            conf={"spark.ui.enabled": "false", "spark.local.dir": str(settings.home / "spark-tmp")},
+            conf=settings.spark_settings(),
         )
         try:
             stats = run(spark, params.format, input_paths(params), str(paths.data),
@@ -180,8 +181,11 @@ def train(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
     return save_state(paths, "train", _timed(body))
 
 
-def _run_baselines(data_dir: Path, out_dir: Path, neural: bool, seed: int) -> dict[str, dict[str, Any]]:
-    """Baselines of thrnn.baselines on the same split; tolerant: a missing or failing one is logged."""
+def _run_baselines(data_dir: Path, out_dir: Path, params: RunParams, device: str) -> dict[str, dict[str, Any]]:
+    """Baselines of thrnn.baselines on the same split; tolerant: a missing or failing one is logged.
+
+    The non-neural baselines always run (cheap); GRU4Rec/HRNN only with the param ``neural_baselines``.
+    """
     import inspect
 
     try:
@@ -189,7 +193,8 @@ def _run_baselines(data_dir: Path, out_dir: Path, neural: bool, seed: int) -> di
     except ImportError as err:
         log.warning("baselines skipped: thrnn.baselines.run_baselines unavailable (%s)", err)
         return {}
-    wanted = {"neural": neural, "seed": seed, "progress": False}
+    wanted = {"neural_epochs": params.epochs if params.neural_baselines else 0, "seed": params.seed,
+              "dataset": params.dataset, "device": device, "progress": False}
     accepted = inspect.signature(run_baselines).parameters
     kwargs = {k: v for k, v in wanted.items() if k in accepted}
     try:
@@ -242,7 +247,7 @@ def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
 
         trained = load_state(paths, "train")
         metrics = evaluate_run(paths.data, paths.train, device=settings.device)
-        baselines = _run_baselines(paths.data, paths.evaluation / "baselines", params.neural_baselines, params.seed)
+        baselines = _run_baselines(paths.data, paths.evaluation / "baselines", params, settings.device)
         results = {"thrnn": metrics, **{k: v for k, v in baselines.items() if k != "thrnn"}}
         paths.evaluation.mkdir(parents=True, exist_ok=True)
         write_report(results, paths.evaluation, title=f"THRNN nightly evaluation {params.dataset} {run_date}",
@@ -379,6 +384,11 @@ def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
         history = history_from_split(read_split(paths.data))
         recs, churn = wrapper.score(history, run_date=run_date, top_k=params.top_k,
                                     horizons_hours=params.horizons_hours)
+        from thrnn.scoring import horizon_column
+
+        # the table has three fixed horizon columns; the params choose what they measure
+        churn = churn.rename(columns={horizon_column(h): col for h, col in
+                                      zip(params.horizons_hours, HORIZON_COLUMNS, strict=True)})
         common = {"run_date": run_date, "dataset": params.dataset, "model_name": name, "model_version": version}
         recs = recs.assign(**common)
         churn = churn.assign(**common)
@@ -453,6 +463,6 @@ def check(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
         scored = load_state(paths, "score")
         return check_published(W.connect(settings.warehouse), params.dataset, run_date,
                                expected_users=scored["users"], top_k=params.top_k,
-                               risk_thresholds=params.risk_thresholds)
+                               risk_thresholds=params.risk_thresholds, horizons_hours=params.horizons_hours)
 
     return save_state(paths, "check", _timed(body))

@@ -1,0 +1,151 @@
+"""The whole DAG for real with ``dag.test()``: Spark, MLflow (SQLite store + registry), DuckDB file.
+
+Night 1, a re-run of night 1 (idempotence; sessionize marked successful, its output reused), then
+night 2: the tables hold both nights, model_runs records the champion decision of night 2.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+
+import pandas as pd
+import pytest
+
+from jobs import columns as C
+
+from .conftest import DAGS
+
+pytestmark = [pytest.mark.airflow, pytest.mark.spark, pytest.mark.slow, pytest.mark.timeout(1500)]
+
+D1, D2 = dt.date(2025, 12, 30), dt.date(2025, 12, 31)
+CONF = {"dataset": "tiny", "format": "lastfm", "epochs": 1, "item_embedding": 8, "user_embedding": 4,
+        "gap_embedding": 3, "top_k": 5, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def nightly(airflow_db, tmp_path_factory):
+    """(dag, THRNN_HOME, raw input) with THRNN_HOME in a temp folder."""
+    from jobs.synthesize import generate
+
+    home = tmp_path_factory.mktemp("thrnn-home")
+    raw = home / "raw" / "lastfm.tsv"
+    generate("lastfm", 2500, raw, seed=3, users=20, start="2025-12-01", days=31)
+    old = {k: os.environ.get(k) for k in ("THRNN_HOME", "THRNN_DEVICE", "THRNN_SPARK_CONF")}
+    os.environ.update({"THRNN_HOME": str(home), "THRNN_DEVICE": "cpu",
+                       "THRNN_SPARK_CONF": "spark.sql.shuffle.partitions=2,spark.default.parallelism=2"})
+    sys.path.insert(0, str(DAGS))
+    try:
+        import thrnn_nightly
+
+        yield thrnn_nightly.thrnn_nightly(), home, raw
+    finally:
+        sys.path.remove(str(DAGS))
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+
+
+def _run(dag, day: dt.date, conf: dict, **kw):
+    logical = dt.datetime.combine(day, dt.time(2), tzinfo=dt.UTC)
+    dr = dag.test(logical_date=logical, run_conf=conf, **kw)
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()} if hasattr(dr, "get_task_instances") else {}
+    assert str(dr.state) in ("success", "DagRunState.SUCCESS"), states
+    return dr
+
+
+def _table(wh, table: str, day: dt.date) -> pd.DataFrame:
+    return wh.read_night(table, "tiny", day)
+
+
+def test_nightly_end_to_end(nightly):
+    import mlflow
+
+    from thrnn.io import read_split
+    from thrnn.pipeline import warehouse as W
+    from thrnn.pipeline.settings import PipelineSettings
+
+    dag, home, raw = nightly
+    conf = {**CONF, "input_paths": [str(raw)]}
+    _run(dag, D1, conf)
+
+    settings = PipelineSettings.from_env()
+    wh = W.connect(settings.warehouse)
+    assert settings.warehouse == f"duckdb://{home.resolve()}/warehouse.duckdb"
+    split = read_split(settings.run_paths("tiny", D1).data)
+    users = split.users.set_index(C.USER_ID)[C.USER_KEY]
+    items = split.items.set_index(C.ITEM_KEY)[C.ITEM_NAME]
+
+    rec1, churn1, runs1 = (_table(wh, t, D1) for t in (W.RECOMMENDATIONS, W.CHURN_RISK, W.MODEL_RUNS))
+    # every user of the split: one churn row and ranks 1..5 over distinct known items, one model version
+    assert sorted(churn1["user_key"]) == sorted(users)
+    assert rec1.groupby("user_key")["rank"].apply(list).map(lambda r: r == [1, 2, 3, 4, 5]).all()
+    assert rec1.groupby("user_key")["item_key"].nunique().eq(5).all()
+    assert (rec1["item_name"] == rec1["item_key"].map(items)).all()
+    assert set(rec1["model_version"]) == {1} and set(churn1["model_version"]) == {1}
+    assert (rec1.groupby("user_key")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
+    # last session end = last event of the user's history; elapsed from the end of the run date
+    events = pd.concat([split.train, split.test])
+    last = events.groupby(C.USER_ID)[C.EVENT_TIME].max()
+    last.index = last.index.map(users)
+    got_last = churn1.set_index("user_key")["last_session_end"].dt.tz_convert("UTC")
+    pd.testing.assert_series_equal(got_last.sort_index(), last.sort_index(), check_names=False, check_dtype=False)
+    end = pd.Timestamp(D1 + dt.timedelta(days=1), tz="UTC")
+    expected_elapsed = ((end - got_last).dt.total_seconds() / 3600).clip(lower=0)
+    assert (churn1.set_index("user_key")["elapsed_hours"] - expected_elapsed).abs().max() < 1e-6
+    for c in ("p_return_1d", "p_return_7d", "p_return_30d", "churn_risk"):
+        assert churn1[c].between(0, 1).all(), c
+    assert (churn1["p_return_1d"] <= churn1["p_return_7d"] + 1e-9).all()
+    bucket = pd.cut(churn1["churn_risk"], [-1, 0.3, 0.7, 2], right=False, labels=["low", "medium", "high"])
+    assert (churn1["risk_bucket"] == bucket.astype(str)).all()
+
+    assert len(runs1) == 1
+    run1 = runs1.iloc[0]
+    assert (run1["model_version"], bool(run1["promoted"]), run1["scored_with_version"]) == (1, True, 1)
+    assert run1["decision"] == "first model: no champion yet" and pd.isna(run1["champion_version_before"])
+    assert (run1["recommendation_rows"], run1["churn_rows"], run1["users"]) == (len(rec1), len(churn1), len(users))
+    assert 0 <= run1["recall_at_20"] <= 1 and run1["mae_hours"] > 0
+
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    mv = client.get_model_version_by_alias("thrnn-tiny", "champion")
+    assert mv.version == "1" and mv.tags["run_date"] == D1.isoformat()
+    run = client.get_run(run1["mlflow_run_id"])
+    assert run.data.tags["run_date"] == D1.isoformat() and "recall_at_20" in run.data.metrics
+    assert "loss" in {m.key for m in client.get_metric_history(run.info.run_id, "loss")} | {"loss"}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/report.md", "evaluation/metrics.json"} <= artifacts
+
+    # re-run of night 1 (sessionize output reused): identical tables, no new model version
+    _run(dag, D1, conf, mark_success_pattern="^sessionize$")
+    pd.testing.assert_frame_equal(_table(wh, W.RECOMMENDATIONS, D1), rec1)
+    pd.testing.assert_frame_equal(_table(wh, W.CHURN_RISK, D1), churn1)
+    timing = ["sessionize_seconds", "train_seconds", "evaluate_seconds", "score_seconds"]
+    pd.testing.assert_frame_equal(_table(wh, W.MODEL_RUNS, D1).drop(columns=timing), runs1.drop(columns=timing))
+    assert [v.version for v in client.search_model_versions("name = 'thrnn-tiny'")] == ["1"]
+
+    # night 2: a second version, a gate decision against v1, both nights kept
+    _run(dag, D2, conf)
+    run2 = _table(wh, W.MODEL_RUNS, D2).iloc[0]
+    assert run2["model_version"] == 2 and run2["champion_version_before"] == 1
+    assert run2["scored_with_version"] == (2 if run2["promoted"] else 1)
+    assert ("not worse" in run2["decision"]) == bool(run2["promoted"])
+    nights = wh.query("SELECT run_date, COUNT(*) AS n FROM recommendations GROUP BY run_date ORDER BY run_date")
+    assert [pd.Timestamp(d).date() for d in nights["run_date"]] == [D1, D2]
+    latest = wh.query("SELECT DISTINCT run_date FROM latest_churn_risk")
+    assert [pd.Timestamp(d).date() for d in latest["run_date"]] == [D2]
+    pd.testing.assert_frame_equal(_table(wh, W.RECOMMENDATIONS, D1), rec1)
+
+
+def test_bad_param_fails_at_trigger_time(nightly):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    dag, _, raw = nightly
+    with pytest.raises(ParamValidationError, match="epochs"):
+        dag.test(logical_date=dt.datetime(2025, 12, 29, tzinfo=dt.UTC),
+                 run_conf={**CONF, "input_paths": [str(raw)], "epochs": 0})
