@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 
@@ -98,3 +99,57 @@ def test_models_without_heads_give_none_but_bucket_counts():
 def test_bad_input_is_a_clear_error(preds, match):
     with pytest.raises(ValueError, match=match):
         ev.metrics_from_predictions(preds)
+
+
+def _tiny_split(tmp_path):
+    from thrnn.io import split_from_sessions
+
+    rng = np.random.default_rng(0)
+    sessions = {}
+    for user in range(6):
+        t = 1_700_000_000.0 + user * 1000
+        user_sessions = []
+        for _ in range(6):
+            n = int(rng.integers(2, 6))
+            items = rng.integers(1, 9, size=n)
+            user_sessions.append([(int(i), t + 60 * k) for k, i in enumerate(items)])
+            t += 60 * n + float(rng.uniform(1, 100)) * 3600
+        sessions[user] = user_sessions
+    # user 0's session 5 is chunk 2 of session 4: a continuation (gap 0, not a time target)
+    return split_from_sessions(sessions, tmp_path / "data", continuations={0: {5}})
+
+
+def test_evaluate_run_cli_on_a_trained_thrnn(tmp_path):
+    train_mod = pytest.importorskip("thrnn.train")
+    from thrnn.checkpoint import load_run
+    from thrnn.config import config_for
+    from thrnn.inference import predict_test
+
+    split = _tiny_split(tmp_path)
+    cfg = config_for("lastfm", "thrnn", epochs=1, item_embedding=8, batch_size=4, threads=1, device="cpu",
+                     n_gap_buckets=10, seed=1)
+    train_mod.train(tmp_path / "data", tmp_path / "run", cfg, progress=False)
+    out = tmp_path / "metrics.json"
+    parser = argparse.ArgumentParser()
+    ev.configure_parser(parser)
+    args = parser.parse_args(["--data", str(tmp_path / "data"), "--run", str(tmp_path / "run"), "--out", str(out),
+                              "--report-dir", str(tmp_path / "report"), "--no-progress"])
+    assert ev.main(args) == 0
+    m = json.loads(out.read_text())
+    for key in ("recall@5", "recall@10", "recall@20", "mrr@5", "mrr@10", "mrr@20", "first_item_recall@20",
+                "first_item_mrr@20", "mae_hours", "mae_hours_mean", "n_targets", "n_gaps", "mae_hours_by_bucket"):
+        assert key in m
+    # protocol invariants counted straight from the split
+    test = split.test
+    assert m["n_targets"] == int((test["position"] > 0).sum())
+    firsts = test[test["position"] == 0]
+    assert m["first_item_n_targets"] == int((~firsts["is_continuation"]).sum())
+    assert m["n_gaps"] == int((~firsts["is_continuation"] & firsts["gap_before_seconds"].notna()).sum())
+    assert sum(b["count"] for b in m["mae_hours_by_bucket"]) == m["n_gaps"]
+    # the CLI figures are exactly the shared protocol applied to predict_test
+    model, cfg2 = load_run(tmp_path / "run")
+    expected = ev.metrics_from_predictions(predict_test(model, split, cfg2))
+    for key, value in expected.items():
+        assert m[key] == (pytest.approx(value) if isinstance(value, float) else value)
+    assert 0 <= m["recall@5"] <= m["recall@10"] <= m["recall@20"] <= 1
+    assert (tmp_path / "report" / "report.md").exists()
