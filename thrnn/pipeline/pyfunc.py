@@ -8,7 +8,8 @@ never saw are not scored (both counted in :attr:`ThrnnPyfunc.last_unknown`). Out
 and item names.
 
 ``predict(history, params={"run_date": "YYYY-MM-DD", "top_k": 20, "output": "recommendations"})``
-returns the top-K per user (``output="churn"``: one return-time / churn row per user).
+returns the top-K per user (``output="churn"``: one return-time / churn row per user). ``event_time``
+is UTC; naive values are read as UTC (MLflow's schema enforcement refuses tz-aware ones).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def history_from_split(split: Split) -> pd.DataFrame:
                        ignore_index=True)
     events = events.merge(split.users[[C.USER_ID, C.USER_KEY]], on=C.USER_ID, how="left", validate="m:1")
     events = events.merge(split.items[[C.ITEM_ID, C.ITEM_KEY]], on=C.ITEM_ID, how="left", validate="m:1")
+    # MLflow's schema enforcement takes naive datetimes only: event_time is naive UTC in the pyfunc
+    events[C.EVENT_TIME] = pd.to_datetime(events[C.EVENT_TIME], utc=True).dt.tz_localize(None)
     return events.sort_values([C.USER_KEY, C.SESSION_INDEX, C.POSITION], kind="stable")[
         HISTORY_COLUMNS + [IN_TEST]
     ].reset_index(drop=True)
