@@ -303,6 +303,7 @@ _FIRST = ["Anna", "Ben", "Clara", "David", "Elena", "Felix", "Grace", "Hugo", "I
 _LAST = ["Adler", "Brooks", "Carter", "Dalton", "Ellis", "Fischer", "Garcia", "Hansen", "Ito", "Jensen", "Klein", "Larsen", "Moreau", "Novak", "Olsen", "Petrov", "Quist", "Rossi", "Sato", "Tanaka", "Unger", "Vance", "Weber", "Young", "Zimmer", "Lindqvist", "Kowalski"]
 # Non-ASCII names keep the UTF-8 path of the readers honest (the real file has e.g. 坂本龍一).
 _INTL = ["坂本龍一", "久石譲", "椎名林檎", "Sigur", "Rós", "Björk", "Mötley", "Crüe", "Émilie", "Simon", "Café", "Tacvba", "Маша", "Ночь", "Кино", "Żywiołak", "Håkan", "Hellström", "Amaral", "Mão", "Morta", "Ñu", "Zoë"]
+_GROUP = ["Trio", "Quartet", "Orchestra", "Collective", "Ensemble", "Project", "Society", "Club", "Band", "Experience"]
 _SUB_WORDS = ["ask", "science", "music", "games", "movies", "pics", "funny", "news", "world", "tech", "art", "books", "food", "travel", "history", "space", "photo", "battles", "cats", "dogs", "memes", "code", "linux", "python", "data", "crypto", "fitness", "diy", "garden", "bikes", "cars", "retro", "jazz", "metal", "indie", "anime", "chess", "soccer", "nba", "nfl", "hockey", "politics", "finance", "jobs", "writing", "design"]
 
 
@@ -316,18 +317,23 @@ def _artist_names(rng: np.random.Generator, n: int) -> list[str]:
         if i > 10 and d % 100 == 0:
             names.append(names[a % len(names)])  # two artists sharing a name, with different MBIDs
             continue
-        for attempt in range(20):
-            kind = (d + attempt) % 20
+        for attempt in range(30):
+            kind = (d + attempt) % 24
+            x, y, z = (a + attempt) % 1000, b % 1000, c % 1000
             if kind < 5:
-                name = f"The {_ADJ[(a + attempt) % len(_ADJ)]} {_NOUN[b % len(_NOUN)]}s"
-            elif kind < 10:
-                name = f"{_FIRST[(a + attempt) % len(_FIRST)]} {_LAST[b % len(_LAST)]}"
-            elif kind < 15:
-                name = f"{_ADJ[(a + attempt) % len(_ADJ)]} {_NOUN[b % len(_NOUN)]}"
+                name = f"The {_ADJ[x % len(_ADJ)]} {_NOUN[y % len(_NOUN)]}s"
+            elif kind < 9:
+                name = f"{_FIRST[x % len(_FIRST)]} {_LAST[y % len(_LAST)]}"
+            elif kind < 13:
+                name = f"{_ADJ[x % len(_ADJ)]} {_NOUN[y % len(_NOUN)]}"
+            elif kind < 16:
+                name = f"{_NOUN[x % len(_NOUN)]} & the {_NOUN[z % len(_NOUN)]}s"
             elif kind < 18:
-                name = f"{_NOUN[(a + attempt) % len(_NOUN)]} & the {_NOUN[c % len(_NOUN)]}s"
+                name = f"{_INTL[x % len(_INTL)]} {_NOUN[z % len(_NOUN)]}"
+            elif kind < 21:
+                name = f"{_ADJ[x % len(_ADJ)]} {_NOUN[y % len(_NOUN)]} {_GROUP[z % len(_GROUP)]}"
             else:
-                name = f"{_INTL[(a + attempt) % len(_INTL)]} {_NOUN[c % len(_NOUN)]}"
+                name = f"{_FIRST[x % len(_FIRST)]} {_LAST[y % len(_LAST)]} {_GROUP[z % len(_GROUP)]}"
             if name not in seen:
                 break
         else:

@@ -437,3 +437,40 @@ def test_cli_writes_file_and_rejects_bad_input(tmp_path, capsys):
     assert len(df) == 500 and bad == {}
     assert syn.main(["--format", "reddit", "--events", "5", "--users", "9", "--out", str(out)]) == 2
     assert "cannot exceed" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# The calibration statistics (bench/calibrate_synth.py) on a table worked out by hand
+
+
+def _calibration_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("calibrate_synth", REPO / "bench" / "calibrate_synth.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_calibration_session_stats_by_hand():
+    cal = _calibration_module()
+    df = pd.DataFrame(
+        {
+            "user": ["b", "a", "a", "a", "a", "a", "b"],
+            "item": ["x", "x", "x", "y", "z", "z", "y"],
+            "t": [0, 0, 10, 20, 500, 700, 1000],
+        }
+    )
+    st = cal.session_stats(df, threshold_s=100)
+    # sessions: a [0,10,20] [500] [700] (gap 200 > 100), b [0] [1000]
+    assert st["sessions"] == 5
+    assert st["session_length_mean"] == pytest.approx(1.4)
+    assert st["session_length_median"] == 1.0
+    assert st["session_length_p90"] == pytest.approx(2.2)  # linear between 1 and 3 at 3.6 / 4
+    assert st["collapsed_length_mean"] == pytest.approx(1.2)  # x x y -> x y
+    assert st["sessions_per_user_mean"] == 2.5
+    assert st["gap_hours_p50"] == pytest.approx(480 / 3600)
+    assert st["intra_seconds_p50"] == 10
+    assert st["top1pct_item_share"] == st["top10pct_item_share"] == pytest.approx(3 / 7)
+    assert st["item_gini"] == pytest.approx(2 * (2 + 4 + 9) / (3 * 7) - 4 / 3)
+    assert st["consecutive_repeat_share"] == pytest.approx(1 / 7)  # z z is across sessions: not counted
