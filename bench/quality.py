@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="results JSON (default bench/results/quality.json; quick: bench/results/quick/quality.json)")
     p.add_argument("--doc", type=Path, default=None,
-                   help="markdown table (default docs/quality.md; quick: beside the JSON)")
+                   help="markdown table (default docs/quality.md; beside the JSON when --out or --quick is given)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 seed, 1 epoch, first 20,000 rows, pandas sessionizer, CPU")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -425,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         args.max_rows = args.max_rows or 20_000
         args.sessionizer, args.device = "pandas", "cpu"
         args.out = args.out or REPO / "bench" / "results" / "quick" / "quality.json"
+        args.doc = args.doc or args.out.with_suffix(".md")
+    if args.out is not None:  # an explicit results path keeps its table beside it, not in docs/
         args.doc = args.doc or args.out.with_suffix(".md")
     args.out = args.out or REPO / "bench" / "results" / "quality.json"
     args.doc = args.doc or REPO / "docs" / "quality.md"
