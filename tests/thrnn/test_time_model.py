@@ -203,3 +203,16 @@ def test_time_head_shapes_and_parameters():
     assert head.w.grad is not None and head.linear.weight.grad is not None
     with pytest.raises(ValueError):
         tm.TimeHead(0)
+
+
+@pytest.mark.gpu
+def test_predictions_on_cuda_match_cpu():
+    a = torch.linspace(-5, 3, 1000, dtype=torch.float64)
+    kw = {"gap_exponent": 0.5, "unit_hours": 24.0, "cutoff_hours": 600.0}
+    for w in (-0.3, 0.0, 0.2):
+        cpu = tm.expected_return_hours(a, w, **kw)
+        gpu = tm.expected_return_hours(a.cuda(), torch.tensor(w, device="cuda"), **kw)
+        for c, g in zip(cpu, gpu, strict=True):
+            assert g.device.type == "cuda"
+            torch.testing.assert_close(g.cpu(), c)
+        torch.testing.assert_close(tm.median_return_hours(a.cuda(), w, **kw).cpu(), tm.median_return_hours(a, w, **kw))
