@@ -247,3 +247,18 @@ def test_non_neural_baselines_on_tiny_split_shapes():
     assert res["most_popular"]["first_item_n_targets"] == 1
     glob = (10 - 120 / H + 10 - 60 / H) / 2
     assert res["median_global"]["mae_hours"] == pytest.approx(abs((5 * H - 60) / H - glob))
+
+
+def test_neural_baselines_train_and_evaluate_on_the_same_protocol(tmp_path):
+    pytest.importorskip("thrnn.train")
+    from thrnn.baselines import neural_baselines
+
+    split = _split(tmp_path)
+    res = neural_baselines(tmp_path / "data", tmp_path / "out", epochs=1, seed=0, dataset="lastfm",
+                           item_embedding=4, threads=1, n_gap_buckets=5)
+    assert set(res) == {"gru4rec", "hrnn"}
+    expected_targets = targets_from_split(split)
+    for m in res.values():
+        assert m["n_targets"] == len(expected_targets.next_items) == 3
+        assert m["mae_hours"] is None and m["first_item_recall@20"] is None
+        assert (tmp_path / "out" / "runs" / m["model"] / "model.pt").exists()
