@@ -101,7 +101,7 @@ def _bars_at_k(results: Mapping[str, Mapping[str, Any]], metric: str, path: Path
         xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(DEFAULT_KS))]
         ys = [m[f"{metric}@{k}"] for k in DEFAULT_KS]
         errs = [m.get(f"{metric}@{k}_std") or 0.0 for k in DEFAULT_KS]
-        ax.bar(xs, ys, width, yerr=errs, label=name, capsize=2)
+        ax.bar(xs, ys, width, yerr=errs if any(errs) else None, label=name, capsize=2)
     ax.set_xticks(range(len(DEFAULT_KS)), [f"@{k}" for k in DEFAULT_KS])
     ax.set_ylabel("Recall" if metric == "recall" else "MRR")
     ax.set_title(f"{'Recall' if metric == 'recall' else 'MRR'}@k, next item")
@@ -132,7 +132,7 @@ def _mae_plot(results: Mapping[str, Mapping[str, Any]], path: Path) -> None:
     ax.set_ylabel("MAE (hours)")
     ax.set_title("Return-time MAE by gap bucket (median prediction)")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
