@@ -43,7 +43,7 @@ def _args() -> tuple[Any, Any, Any]:
 @dag(
     dag_id="thrnn_nightly",
     schedule="0 2 * * *",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    start_date=datetime(2020, 1, 1, tzinfo=UTC),  # early: backfills of any past night are allowed
     catchup=False,
     max_active_runs=1,
     max_consecutive_failed_dag_runs=5,
