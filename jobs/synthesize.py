@@ -829,15 +829,14 @@ def _corrupt(fmt: str, kind: str, good: bytes, rng: np.random.Generator) -> byte
     if kind == "wrong_column_count":
         cols = cols[:-1] if r % 2 else [*cols, cols[-1]]
     elif kind == "unparsable_timestamp":
+        # none of these is valid ISO-8601 / a number, and none holds the delimiter or a quote, so a
+        # reader that splits on the literal delimiter sees the right column count
         bad_ts = (
-            (b"2024-13-45T25:61:00Z", b"not-a-date", b"", b"05/04/2009 23:08", b"2009-05-04T23:08")
+            (b"2024-13-45T25:61:00Z", b"not-a-date", b"", b"05/04/2009 23:08", b"1241478537")
             if fmt == "lastfm"
-            else (b"abc", b"", b"2016-12-26 10:00:00", b"1.48e9x", b"12,5")
+            else (b"abc", b"", b"2016-12-26 10:00:00", b"1.48e9x", b"12.5.2016")
         )
-        ts = bad_ts[r % len(bad_ts)]
-        if fmt == "reddit" and sep in ts:  # would also change the column count: quote it as CSV does
-            ts = b'"' + ts + b'"'
-        cols[1 if fmt == "lastfm" else 2] = ts
+        cols[1 if fmt == "lastfm" else 2] = bad_ts[r % len(bad_ts)]
     elif kind == "negative_timestamp":
         cols[2] = b"-" + cols[2]
     elif kind == "non_finite_timestamp":
