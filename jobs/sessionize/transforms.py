@@ -57,6 +57,7 @@ FATES = [KEPT, COLLAPSED_REPEAT, SHORT_SESSION, LONG_SESSION, TRAILING_CHUNK, DR
 
 # Columns added by sessionize() (besides the input's user_key, item_key, ts_us, seq).
 RAW_SESSION = "raw_session"  # 0-based session number of the user after rule 1
+RAW_POSITION = "raw_position"  # 0-based position in the raw session after rule 2 (null for repeats)
 FATE = "fate"
 N_SESSIONS = "n_sessions"  # sessions of the user after rule 4
 IS_TRAIN = "is_train"
@@ -323,7 +324,8 @@ def mark_excluded(numbered: DataFrame, end_us: int | None) -> DataFrame:
 def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
     """Apply the sessionization rules to valid events (``user_key, item_key, ts_us, seq``).
 
-    Returns one row per input event with ``raw_session`` (session after rule 1), ``fate`` (one of
+    Returns one row per input event with ``raw_session`` (session after rule 1), ``raw_position``
+    (position in it after rule 2; null for collapsed repeats), ``fate`` (one of
     :data:`FATES`) and, for kept events, ``session_index``, ``position``, ``is_continuation``,
     ``gap_before_seconds``, ``n_sessions`` and ``is_train`` (nulls for removed events). Events of a
     user are ordered by time, ties by ``seq`` (input order).
@@ -388,6 +390,7 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
         S.TS_US,
         S.SEQ,
         RAW_SESSION,
+        F.when(~F.col("_repeat"), F.col("_pos").cast("int")).alias(RAW_POSITION),
         final_fate.alias(FATE),
         F.when(kept4, gap).alias(C.GAP_BEFORE_SECONDS),
         C.SESSION_INDEX,
@@ -400,6 +403,7 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
         S.TS_US,
         S.SEQ,
         RAW_SESSION,
+        RAW_POSITION,
         FATE,
         F.when(survived, F.col(C.SESSION_INDEX)).alias(C.SESSION_INDEX),
         F.when(survived, (F.col("_pos") % L).cast("short")).alias(C.POSITION),

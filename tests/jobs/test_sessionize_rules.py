@@ -19,7 +19,7 @@ US = 1_000_000
 INPUT_DDL = f"{S.USER_KEY_RAW} string, {S.ITEM_KEY_RAW} string, {S.TS_US} long, {S.SEQ} long"
 LABELED_DDL = (
     f"{S.USER_KEY_RAW} string, {S.ITEM_KEY_RAW} string, {S.TS_US} long, {S.SEQ} long, "
-    f"{T.RAW_SESSION} int, {T.FATE} string, {C.SESSION_INDEX} int, {C.POSITION} short, "
+    f"{T.RAW_SESSION} int, {T.RAW_POSITION} int, {T.FATE} string, {C.SESSION_INDEX} int, {C.POSITION} short, "
     f"{C.IS_CONTINUATION} boolean, {C.GAP_BEFORE_SECONDS} double, {T.N_SESSIONS} int, {T.IS_TRAIN} boolean"
 )
 
@@ -33,7 +33,7 @@ class Golden:
         self._seq = 0
 
     def event(self, user, item, t, raw_session, fate, sidx=None, pos=None, cont=None, gap=None, n=None,
-              train=None, seq=None):  # fmt: skip
+              train=None, seq=None, raw_pos=None):  # fmt: skip
         if seq is None:
             self._seq += 1
             seq = self._seq
@@ -41,9 +41,13 @@ class Golden:
         survived = fate in (T.KEPT, T.DROPPED_USER)
         if survived:
             assert None not in (sidx, pos, cont, n)
+            raw_pos = pos + (20 if cont else 0)
+        elif fate == T.SHORT_SESSION:
+            raw_pos = 0
         self.expected.append(
-            (user, item, t * US, seq, raw_session, fate, sidx, pos, cont, gap, n, train if fate == T.KEPT else None)
-        )
+            (user, item, t * US, seq, raw_session, raw_pos, fate, sidx, pos, cont, gap, n,
+             train if fate == T.KEPT else None)
+        )  # fmt: skip
 
 
 def golden_cases() -> Golden:
@@ -82,10 +86,10 @@ def golden_cases() -> Golden:
         g.event(u, f"i{k}", 10 * k, 0, K, chunk, pos, chunk == 1, None if chunk == 0 else 0.0, 4, True)
     g.event(u, "single", 100_000, 1, T.SHORT_SESSION)
     for k in range(41):
-        g.event(u, f"j{k}", 200_000 + 10 * k, 2, T.LONG_SESSION)
+        g.event(u, f"j{k}", 200_000 + 10 * k, 2, T.LONG_SESSION, raw_pos=k)
     for k in range(20):  # gap from the last kept event of session 0 (t=390)
         g.event(u, f"k{k}", 400_000 + 10 * k, 3, K, 2, k, False, 400_000.0 - 390, 4, True)
-    g.event(u, "k20", 400_200, 3, T.TRAILING_CHUNK)
+    g.event(u, "k20", 400_200, 3, T.TRAILING_CHUNK, raw_pos=20)
     # Gap measured from the last kept event (t=400190), not the dropped trailing one (t=400200).
     g.event(u, "m0", 500_000, 4, K, 3, 0, False, 500_000.0 - 400_190, 4, False)
     g.event(u, "m1", 500_010, 4, K, 3, 1, False, 500_000.0 - 400_190, 4, False)
