@@ -224,8 +224,18 @@ def train_sessions(
     device = resolve_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
+    # Deterministic kernels are cheap on CPU; on CUDA they would need CUBLAS_WORKSPACE_CONFIG and slow
+    # the GRU down, so they are off there. The caller's setting is restored afterwards.
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(device.type == "cpu")
+    try:
+        return _train(data, run_dir, cfg, device, resume, progress, on_epoch)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(data: SessionData, run_dir: Path, cfg: TrainConfig, device: torch.device, resume: bool,
+           progress: bool, on_epoch: Callable[[int, dict], None] | None) -> dict[str, Any]:
     seed_everything(cfg.seed)
     model = build_model(cfg, data.n_items, data.n_users).to(device)
     trainer = _Trainer(model, data, cfg, device)

@@ -179,3 +179,31 @@ def test_cli_help_documents_every_option_and_trains(tmp_path):
                     "--no-progress", "--threads", "1"], check=True, capture_output=True)
     cfg = TrainConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
     assert (cfg.model, cfg.item_embedding, cfg.epochs, cfg.dropout) == ("hrnn", 8, 1, 0.2)
+
+
+@pytest.mark.gpu
+def test_cuda_training_evaluation_and_scoring_agree_with_cpu(tmp_path):
+    import datetime as dt
+
+    from thrnn.inference import predict_test
+    from thrnn.scoring import score_users
+
+    split = tiny_split(n_users=6)
+    data = load_sessions(split)
+    cfg = _cfg(epochs=1, dropout=0.0)
+    h_cpu = train_sessions(data, tmp_path / "cpu", cfg, progress=False)
+    h_gpu = train_sessions(data, tmp_path / "gpu", cfg.replace(device="cuda"), progress=False)
+    assert h_gpu["device"].startswith("cuda")
+    assert h_gpu["epochs"][0]["loss"] == pytest.approx(h_cpu["epochs"][0]["loss"], rel=1e-3)
+    model, cfg_gpu = load_run(tmp_path / "gpu", "cuda")
+    on_gpu = predict_test(model, split, cfg_gpu, device="cuda")
+    on_cpu = predict_test(model.cpu(), split, cfg_gpu, device="cpu")
+    assert (on_gpu.next_item_ranks == on_cpu.next_item_ranks).mean() > 0.95
+    np.testing.assert_allclose(on_gpu.gap_median_hours, on_cpu.gap_median_hours, rtol=1e-3)
+    recs_g, churn_g = score_users(model.cuda(), split, cfg_gpu, run_date=dt.date(2030, 1, 1), device="cuda")
+    recs_c, churn_c = score_users(model.cpu(), split, cfg_gpu, run_date=dt.date(2030, 1, 1), device="cpu")
+    assert len(recs_g) == len(recs_c)
+    np.testing.assert_allclose(churn_g["median_return_hours"], churn_c["median_return_hours"], rtol=1e-3)
+    # amp (bfloat16 autocast) trains without non-finite steps
+    h_amp = train_sessions(data, tmp_path / "amp", cfg.replace(device="cuda", amp=True), progress=False)
+    assert h_amp["epochs"][0]["bad_steps"] == 0 and np.isfinite(h_amp["epochs"][0]["loss"])
