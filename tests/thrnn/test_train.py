@@ -207,3 +207,23 @@ def test_cuda_training_evaluation_and_scoring_agree_with_cpu(tmp_path):
     # amp (bfloat16 autocast) trains without non-finite steps
     h_amp = train_sessions(data, tmp_path / "amp", cfg.replace(device="cuda", amp=True), progress=False)
     assert h_amp["epochs"][0]["bad_steps"] == 0 and np.isfinite(h_amp["epochs"][0]["loss"])
+
+
+def test_config_presets_layering_and_validation(tmp_path):
+    assert (config_for("reddit", "hrnn").item_embedding, config_for("reddit", "hrnn").dropout,
+            config_for("reddit", "hrnn").epochs) == (50, 0.0, 20)
+    lastfm = config_for("lastfm")
+    assert (lastfm.item_embedding, lastfm.epochs, lastfm.lr, lastfm.time_lr, lastfm.batch_size) == (100, 24, 1e-3, 1e-4, 100)
+    assert (lastfm.loss_time, lastfm.loss_rec, lastfm.loss_first) == (0.45, 0.45, 0.1)
+    assert config_for("somewhere-else", "thrnn") == lastfm
+    assert config_for("reddit", "thrnn", epochs=3).epochs == 3
+    assert TrainConfig.from_dict(lastfm.to_dict()) == lastfm
+    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+        TrainConfig.from_dict({"modle": "thrnn"})
+    with pytest.raises(ValueError, match="model must be one of"):
+        config_for("lastfm", "sasrec")
+    with pytest.raises(ValueError, match="dropout"):
+        TrainConfig(dropout=1.0)
+    with pytest.raises(ValueError, match="gap_exponent"):
+        TrainConfig(gap_exponent=0)
+    assert TrainConfig(model="gru4rec").has_inter is False and TrainConfig(model="hrnn").has_time is False
