@@ -51,17 +51,26 @@ REDDIT_HEADER = b"username,subreddit,utc\n"
 
 # Kinds of malformed lines, per format: those the sessionize job must quarantine (SPEC §2).
 MALFORMED_KINDS: dict[str, tuple[str, ...]] = {
-    "lastfm": ("wrong_column_count", "unparsable_timestamp", "empty_user", "empty_item", "invalid_utf8"),
+    "lastfm": (
+        "wrong_column_count",
+        "unparsable_timestamp",
+        "negative_timestamp",
+        "empty_user",
+        "empty_item",
+        "invalid_utf8",
+    ),
     "reddit": (
         "wrong_column_count",
         "unparsable_timestamp",
         "negative_timestamp",
         "non_finite_timestamp",
+        "timestamp_out_of_range",
         "empty_user",
         "empty_item",
         "invalid_utf8",
     ),
 }
+MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z: later times are out of range
 
 # Independent random streams: (seed, stream, ...) seeds numpy's SeedSequence.
 _STREAM_USERS = 1
@@ -838,7 +847,12 @@ def _corrupt(fmt: str, kind: str, good: bytes, rng: np.random.Generator) -> byte
         )
         cols[1 if fmt == "lastfm" else 2] = bad_ts[r % len(bad_ts)]
     elif kind == "negative_timestamp":
-        cols[2] = b"-" + cols[2]
+        if fmt == "lastfm":  # before 1970: impossible for a scrobble
+            cols[1] = (b"1969-07-20T20:17:40Z", b"1900-01-01T00:00:00Z")[r % 2]
+        else:
+            cols[2] = b"-" + cols[2]
+    elif kind == "timestamp_out_of_range":
+        cols[2] = (b"253402300800.0", b"1e300", b"99999999999999")[r % 3]
     elif kind == "non_finite_timestamp":
         cols[2] = (b"nan", b"inf", b"-inf", b"NaN")[r % 4]
     elif kind == "empty_user":

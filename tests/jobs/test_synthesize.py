@@ -43,6 +43,8 @@ def classify_lastfm(line: bytes) -> tuple[str, tuple | None]:
         t = int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp())
     except ValueError:
         return "unparsable_timestamp", None
+    if t < 0:
+        return "negative_timestamp", None
     if not user:
         return "empty_user", None
     item = amb or artist
@@ -72,6 +74,8 @@ def classify_reddit(line: bytes) -> tuple[str, tuple | None]:
         return "non_finite_timestamp", None
     if t < 0:
         return "negative_timestamp", None
+    if t > syn.MAX_EPOCH_SECONDS:
+        return "timestamp_out_of_range", None
     if not user:
         return "empty_user", None
     if not sub:
