@@ -67,16 +67,20 @@ class ReplayOutput:
     last_out: torch.Tensor | None  # (U, H): intra output after the last item of the user's last session
 
 
-def item_mask(cfg: TrainConfig, data: SessionData, exclude_items: object = None) -> torch.Tensor:
-    """(N+1,) bool of item ids that must never be ranked (padding, untrained if configured, excluded)."""
-    mask = torch.zeros(data.n_items + 1, dtype=torch.bool)
+def item_mask(cfg: TrainConfig, data: SessionData, exclude_items: object = None,
+              n_items: int | None = None) -> torch.Tensor:
+    """(n_items+1,) bool of item ids that must never be ranked (padding, untrained if configured,
+    excluded); ``n_items`` defaults to the split's catalogue (pass the model's when it is larger)."""
+    n = max(n_items or 0, data.n_items)
+    mask = torch.zeros(n + 1, dtype=torch.bool)
     mask[0] = True
     if cfg.mask_untrained_items:
-        mask |= data.item_train_count == 0
+        mask[: data.n_items + 1] |= data.item_train_count == 0
+        mask[data.n_items + 1:] = True  # beyond the split's catalogue: never seen in its training data
     if exclude_items is not None:
         ids = torch.as_tensor(np.asarray(list(exclude_items), dtype=np.int64))
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) > data.n_items):
-            raise ValueError(f"exclude_items must be item ids in 1..{data.n_items}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) > n):
+            raise ValueError(f"exclude_items must be item ids in 1..{n}")
         mask[ids] = True
     return mask
 
@@ -115,7 +119,7 @@ def replay(
     target_dev = targets.to(device)
     first_ok = (targets & ~data.is_continuation).to(device)
     gap_ok = (targets & data.time_mask).to(device)
-    blocked = (blocked_items if blocked_items is not None else item_mask(cfg, data)).to(device)
+    blocked = (blocked_items if blocked_items is not None else item_mask(cfg, data, n_items=model.n_items)).to(device)
     state = HistoryState(data.n_users, cfg.history_sessions, model.hidden, device)
     last_out = torch.zeros(data.n_users, model.hidden, device=device) if collect_last else None
     next_ranks, next_rows, next_pos, first_ranks, first_rows, gap_rows, gap_a = [], [], [], [], [], [], []

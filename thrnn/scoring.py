@@ -86,7 +86,7 @@ def score_users(
     device = resolve_device(device)
     model = model.to(device).eval()
     everything = torch.ones(data.n_sessions, dtype=torch.bool)
-    blocked = item_mask(cfg, data, exclude_items)
+    blocked = item_mask(cfg, data, exclude_items, n_items=model.n_items)
     r = replay(model, data, cfg, everything, torch.zeros_like(everything), device,
                collect_last=not model.temporal, blocked_items=blocked)
     last = data.last_rows(everything)

@@ -195,7 +195,7 @@ def validate(model: HierarchicalGRU, data: SessionData, cfg: TrainConfig, val: t
              device: torch.device) -> dict[str, Any]:
     """Next-item and return-time metrics on the validation sessions (replaying training history first)."""
     include = ~data.is_test
-    r = replay(model, data, cfg, include, val, device, blocked_items=item_mask(cfg, data))
+    r = replay(model, data, cfg, include, val, device, blocked_items=item_mask(cfg, data, n_items=model.n_items))
     out: dict[str, Any] = {f"val_{k}": v for k, v in ranking_metrics(r.next_ranks).items()}
     if r.gap_a is not None and r.w is not None and len(r.gap_a):
         median, _, _ = time_predictions(r.gap_a, r.w, cfg)

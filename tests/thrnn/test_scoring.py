@@ -115,3 +115,21 @@ def test_score_cli_writes_both_tables(tmp_path):
     churn = pd.read_parquet(tmp_path / "out" / "churn.parquet")
     assert len(recs) == 3 * split.n_users and len(churn) == split.n_users
     assert str(churn["last_session_end"].dtype).startswith("datetime64") and churn["last_session_end"].dt.tz is not None
+
+
+def test_scoring_a_history_with_a_smaller_catalogue_than_the_model(tmp_path):
+    from thrnn.io import Split
+
+    model, cfg, split = _trained(tmp_path, "thrnn")
+    top = split.n_items
+    train, test = split.train.copy(), split.test.copy()
+    for f in (train, test):
+        f.loc[f[C.ITEM_ID] == top, C.ITEM_ID] = 1
+    items = split.items[split.items[C.ITEM_ID] < top]
+    small = Split(train, test, items, split.users, {})
+    assert load_sessions(small).n_items == top - 1 < model.n_items
+    recs, churn = score_users(model, small, cfg, run_date=dt.date(2030, 1, 1), top_k=top, exclude_items=[top])
+    assert recs.groupby(C.USER_ID).size().eq(top - 1).all() and not recs[C.ITEM_ID].isin([0, top]).any()
+    masked, _ = score_users(model, small, cfg.replace(mask_untrained_items=True), run_date=dt.date(2030, 1, 1),
+                            top_k=top)
+    assert not masked[C.ITEM_ID].isin([0, top]).any()
