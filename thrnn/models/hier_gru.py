@@ -131,7 +131,8 @@ class HierarchicalGRU(nn.Module):
         """``a = v·h + b`` (B,) of the return-time intensity, in float32 (exp overflows in half)."""
         if not self.temporal:
             raise RuntimeError("this model has no time head (only THRNN has one)")
-        return self.time_head(h.float())
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return self.time_head(h.float())
 
     @staticmethod
     def full_scores(logits: torch.Tensor) -> torch.Tensor:
