@@ -64,6 +64,13 @@ def session_stats(df: pd.DataFrame, threshold_s: float) -> dict[str, float]:
     g = g[g["n"] >= 10]
     hour_r = float(np.hypot(g["c"], g["s"]).mean()) if len(g) else float("nan")
 
+    # weekly rhythm: per-user chi-square / 6 of session starts over the 7 weekdays (~1 without one);
+    # rotation-invariant, so it also works on JODIE's relative times
+    table = pd.crosstab(starts["user"], (starts["t"] // 86400) % 7)
+    table = table[table.sum(axis=1) >= 20]
+    expected = table.sum(axis=1).to_numpy()[:, None] / 7
+    weekday = float(((table.to_numpy() - expected) ** 2 / expected).sum(axis=1).mean() / 6) if len(table) else float("nan")
+
     span = float(df["t"].max() - df["t"].min())
     last = df.groupby("user")["t"].max()
     q = lambda s, p: float(s.quantile(p)) if len(s) else float("nan")  # noqa: E731
@@ -95,6 +102,7 @@ def session_stats(df: pd.DataFrame, threshold_s: float) -> dict[str, float]:
         "consecutive_repeat_share": float(repeat.mean()),
         "day_peak_ratio": day_peak,
         "hour_concentration": hour_r,
+        "weekday_dispersion": weekday,
         "users_quiet_last_20pct": float((last < df["t"].min() + 0.8 * span).mean()),
         **spec_rules_stats(df[["user", "item", "t"]], threshold_s),
     }
@@ -186,6 +194,7 @@ ROWS = [
     ("consecutive repeats (share of events)", "consecutive_repeat_share", "{:.2f}"),
     ("daily peak ratio of gaps (20-28 h vs 8-16 h, 32-40 h)", "day_peak_ratio", "{:.2f}"),
     ("hour-of-day concentration of session starts (per user)", "hour_concentration", "{:.2f}"),
+    ("weekday dispersion of session starts (per user, ~1 without weekly rhythm)", "weekday_dispersion", "{:.2f}"),
     ("users with no event in the last 20 % of the span", "users_quiet_last_20pct", "{:.2f}"),
     ("after SPEC §3 rules: users / sessions", ("spec_users", "spec_sessions"), "{:,.0f}"),
     ("after SPEC §3 rules: session length / sessions per user", ("spec_avg_session_length", "spec_sessions_per_user"), "{:.1f}"),

@@ -15,7 +15,7 @@ The model behind the data (docs/synthetic_data.md shows the calibration against 
 - items: Zipf-Mandelbrot popularity; items grouped in clusters (scenes of artists, families of
   subreddits); each item has two successors in its cluster (album / related-artist runs);
 - users: log-normal activity; a taste of a few cluster slots that drift from session to session;
-  a time zone, an evening peak hour and a weekend preference; a visit interval and a lifetime that
+  a time zone, an evening peak hour and a weekday profile; a visit interval and a lifetime that
   follows from it (light users come and go, heavy ones span the window); some churn (stop coming back
   well before the end of the window);
 - sessions: log-normal lengths; each next item repeats the current one, follows a successor, or is
@@ -117,6 +117,7 @@ class FormatProfile:
     hour_kappa: float = field(metadata={"help": "sharpness of the hour-of-day profile (von Mises kappa)"})
     hour_floor: float = field(metadata={"help": "relative activity at the quietest hour"})
     weekend_sigma: float = field(metadata={"help": "sigma of the log-normal weekend / weekday activity ratio"})
+    weekday_sigma: float = field(metadata={"help": "sigma of the log-normal activity of each day of the week"})
     interval_median_h: float = field(metadata={"help": "median over users of the mean time between sessions (hours)"})
     interval_sigma: float = field(metadata={"help": "sigma of the log-normal per-user mean time between sessions"})
     interval_min_h: float = field(metadata={"help": "shortest per-user mean time between sessions (hours)"})
@@ -156,9 +157,10 @@ PROFILES: dict[str, FormatProfile] = {
         intra_pause_prob=0.05,
         hour_peak=20.0,
         hour_peak_sd=2.5,
-        hour_kappa=1.5,
+        hour_kappa=1.8,
         hour_floor=0.04,
         weekend_sigma=0.4,
+        weekday_sigma=0.6,
         interval_median_h=22.0,
         interval_sigma=1.0,
         interval_min_h=12.0,
@@ -199,6 +201,7 @@ PROFILES: dict[str, FormatProfile] = {
         hour_kappa=1.2,
         hour_floor=0.06,
         weekend_sigma=0.3,
+        weekday_sigma=0.4,
         interval_median_h=20.0,
         interval_sigma=0.8,
         interval_min_h=4.0,
@@ -586,7 +589,10 @@ def generate_block(cfg: SynthConfig, catalog: Catalog, block_index: int, first_u
     # --- users: time zone, rhythm, taste weights
     tz = rng.choice(_TZ_OFFSETS, size=n_users, p=_TZ_WEIGHTS / _TZ_WEIGHTS.sum())
     peak = (prof.hour_peak + rng.normal(0.0, prof.hour_peak_sd, n_users)) % 24.0
-    weekend = rng.lognormal(0.0, prof.weekend_sigma, n_users)
+    # weekday profile: a weekend / weekday ratio and a preference for each day, at most 1
+    day_w = rng.lognormal(0.0, prof.weekday_sigma, (n_users, 7))
+    day_w[:, 5:] *= rng.lognormal(0.0, prof.weekend_sigma, n_users)[:, None]
+    day_w /= day_w.max(axis=1, keepdims=True)
     slot_w = rng.dirichlet(np.full(prof.taste_slots, prof.taste_alpha), size=n_users)
 
     # --- sessions: log-normal lengths until each user has exactly n_u events
@@ -699,9 +705,8 @@ def generate_block(cfg: SynthConfig, catalog: Catalog, block_index: int, first_u
     # (hour of day, weekday, week level, breaks), then a random subset of s_u of the accepted.
     grid = np.linspace(0.0, 24.0, 96, endpoint=False)
     hour_mean = _hour_profile(prof, grid[None, :], peak[:, None]).mean(axis=1)
-    wk_max = np.maximum(weekend, 1.0)
     # expected acceptance; breaks cover at most half the lifetime, hence the 0.5 (sizes the draws only)
-    accept_mean = hour_mean * (5.0 + 2.0 * weekend) / 7.0 / wk_max * week_level.mean(axis=1) * 0.5
+    accept_mean = hour_mean * day_w.mean(axis=1) * week_level.mean(axis=1) * 0.5
     got = np.zeros(n_users, dtype=np.int64)
     parts_owner, parts_time, parts_key = [], [], []
     while True:
@@ -714,7 +719,7 @@ def generate_block(cfg: SynthConfig, catalog: Catalog, block_index: int, first_u
         local = (start_epoch + t) / 3600.0 + tz[owner]
         dow = (np.floor(local / 24.0).astype(np.int64) + _EPOCH_THURSDAY) % 7
         p_acc = _hour_profile(prof, local % 24.0, peak[owner])
-        p_acc *= np.where(dow >= 5, weekend[owner], 1.0) / wk_max[owner]
+        p_acc *= day_w[owner, dow]
         p_acc *= week_level[owner, np.minimum((t // 604800.0).astype(np.int64), n_weeks - 1)]
         in_break = (t[:, None] >= break_start[owner]) & (t[:, None] < break_start[owner] + break_len[owner])
         p_acc[in_break.any(axis=1)] = 0.0
