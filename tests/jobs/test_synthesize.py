@@ -482,3 +482,15 @@ def test_calibration_session_stats_by_hand():
     assert st["top1pct_item_share"] == st["top10pct_item_share"] == pytest.approx(3 / 7)
     assert st["item_gini"] == pytest.approx(2 * (2 + 4 + 9) / (3 * 7) - 4 / 3)
     assert st["consecutive_repeat_share"] == pytest.approx(1 / 7)  # z z is across sessions: not counted
+
+
+@pytest.mark.parametrize(
+    "fmt,n,kwargs",
+    [("reddit", 1, {}), ("lastfm", 50, {"users": 50, "days": 0.01}), ("lastfm", 3_000, {"users": 1, "items": 1})],
+)
+def test_edge_sizes(tmp_path, fmt, n, kwargs):
+    out = tmp_path / "e"
+    summary = generate(fmt, n, out, **kwargs)
+    df, bad = parse(out, fmt)
+    assert len(df) == n and bad == {} and df["user"].nunique() == summary["users"]
+    assert summary["items_used"] == df["item"].nunique() <= summary["items"]
