@@ -21,10 +21,10 @@ The model behind the data (docs/synthetic_data.md shows the calibration against 
 - sessions: log-normal lengths; each next item repeats the current one, follows a successor, or is
   drawn from the session's cluster or from global popularity (the next-item signal);
 - time: intra-session gaps below the sessionization threshold (track lengths for lastfm, comment
-  spacing for reddit); session starts from a Poisson stream of candidates thinned by the user's
-  hour/weekday profile (daily and weekly rhythm) with Pareto breaks (heavy tail), then pushed forward
-  so that every between-session gap exceeds the threshold: the generator's sessions are exactly the
-  sessions the sessionize job finds.
+  spacing for reddit); session starts from uniform candidates over the user's lifetime thinned by the
+  hour-of-day and weekday profile (daily and weekly rhythm), a weekly activity level (bursts) and
+  Pareto breaks (heavy tail), then pushed forward so that every between-session gap exceeds the
+  threshold: the generator's sessions are exactly the sessions the sessionize job finds.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -578,7 +579,112 @@ def _hour_profile(prof: FormatProfile, local_hour: np.ndarray, peak: np.ndarray)
     return prof.hour_floor + (1.0 - prof.hour_floor) * bump
 
 
-def generate_block(cfg: SynthConfig, catalog: Catalog, block_index: int, first_user: int, n_u: np.ndarray) -> Block:
+def _session_lengths(rng: np.random.Generator, prof: FormatProfile, n_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, length) of every session, grouped by user: log-normal lengths, the last one cut so
+    that each user has exactly ``n_u`` events."""
+    mean_len = prof.session_len_median * math.exp(prof.session_len_sigma**2 / 2)
+    need = n_u.astype(np.int64).copy()
+    parts_owner, parts_len = [], []
+    while (active := np.flatnonzero(need > 0)).size:
+        k = np.ceil(need[active] / mean_len * 1.2).astype(np.int64) + 2
+        owner = np.repeat(active, k)
+        z = rng.standard_normal(len(owner))
+        lens = np.rint(np.exp(math.log(prof.session_len_median) + prof.session_len_sigma * z))
+        lens = np.clip(lens, 1, prof.session_len_max).astype(np.int64)
+        before = _segment_cumsum(lens, k) - lens
+        cap = need[owner]
+        keep = before < cap
+        lens = np.where(keep, np.minimum(lens, cap - before), 0)
+        parts_owner.append(owner[keep])
+        parts_len.append(lens[keep])
+        need -= np.bincount(owner, weights=lens, minlength=len(n_u)).astype(np.int64)
+    s_owner = np.concatenate(parts_owner)
+    order = np.argsort(s_owner, kind="stable")  # later rounds hold later sessions
+    return s_owner[order], np.concatenate(parts_len)[order]
+
+
+def _session_focus(
+    rng: np.random.Generator, prof: FormatProfile, catalog: Catalog, slot_w: np.ndarray, s_owner: np.ndarray
+) -> np.ndarray:
+    """The cluster of every session: one of the user's taste slots, whose clusters drift."""
+    n_sessions = len(s_owner)
+    slot = (rng.random(n_sessions)[:, None] > np.cumsum(slot_w, axis=1)[s_owner]).sum(axis=1)
+    slot = np.minimum(slot, prof.taste_slots - 1)
+    slot_draw = np.minimum(
+        np.searchsorted(catalog.cluster_weight_cdf, rng.random((n_sessions, prof.taste_slots)), side="right"),
+        len(catalog.cluster_weight_cdf) - 1,
+    )
+    change = rng.random((n_sessions, prof.taste_slots)) < prof.drift_prob
+    change[_rank_in_group(s_owner) == 0] = True  # every slot starts with a draw
+    last_change = np.maximum.accumulate(np.where(change, np.arange(n_sessions)[:, None], 0), axis=0)
+    return slot_draw[last_change[np.arange(n_sessions), slot], slot]
+
+
+def _item_chain(
+    rng: np.random.Generator, prof: FormatProfile, catalog: Catalog, focus: np.ndarray, ev_session: np.ndarray,
+    ev_pos: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(item, track) of every event: a chain within each session, one vectorised step per position."""
+    n_ev = len(ev_pos)
+    u = rng.random((n_ev, 3))
+    items = np.empty(n_ev, dtype=np.int64)
+    by_pos = np.argsort(ev_pos, kind="stable")
+    pos_counts = np.bincount(ev_pos)
+    first = by_pos[: pos_counts[0]]
+    items[first] = catalog.sample_in_cluster(focus[ev_session[first]], u[first, 1])
+    t_rep = prof.p_repeat
+    t_succ = t_rep + prof.p_successor
+    t_clu = t_succ + prof.p_cluster
+    lo = int(pos_counts[0])
+    for cnt in pos_counts[1:]:
+        idx = by_pos[lo : lo + cnt]
+        lo += int(cnt)
+        prev = items[idx - 1]
+        a, pick = u[idx, 0], u[idx, 1]
+        nxt = prev.copy()  # a repeat unless one of the branches below
+        m = (a >= t_rep) & (a < t_succ)
+        nxt[m] = catalog.successors[prev[m], (pick[m] >= 0.7).astype(np.int64)]
+        m = (a >= t_succ) & (a < t_clu)
+        nxt[m] = catalog.sample_in_cluster(focus[ev_session[idx[m]]], pick[m])
+        m = a >= t_clu
+        nxt[m] = catalog.sample_global(pick[m])
+        items[idx] = nxt
+    tracks = np.minimum(np.searchsorted(catalog.track_cdf, u[:, 2], side="right"), TRACKS_PER_ARTIST - 1)
+    return items, tracks
+
+
+def _intra_gaps(rng: np.random.Generator, prof: FormatProfile, ev_pos: np.ndarray) -> np.ndarray:
+    """Whole seconds from the previous event of the session (0 for the first), below 0.9 * threshold."""
+    n_ev = len(ev_pos)
+    cap = 0.9 * prof.threshold_s
+    gaps = _truncated_lognormal(rng, prof.intra_median_s, prof.intra_sigma, cap, n_ev)
+    kind = rng.random(n_ev)
+    short = kind < prof.intra_short_prob
+    gaps[short] = rng.uniform(1.0, prof.intra_short_max_s, int(short.sum()))
+    pause = kind > 1.0 - prof.intra_pause_prob
+    gaps[pause] = rng.uniform(0.3 * cap, cap, int(pause.sum()))
+    gaps = np.maximum(np.rint(gaps), 1).astype(np.int64)
+    gaps[ev_pos == 0] = 0
+    return gaps
+
+
+def _push_apart(
+    start: np.ndarray, duration: np.ndarray, min_gap: np.ndarray, s_owner: np.ndarray, s_per_user: np.ndarray
+) -> np.ndarray:
+    """Starts moved forward where needed so that each session begins ``min_gap`` after the previous
+    one ends: s'_k = max(s_k, s'_{k-1} + dur_{k-1} + mg_k) = c_k + cummax_{j<=k}(s_j - c_j) within a user,
+    with c_k the running sum of dur_{j-1} + mg_j. One cumulative max over the block: each user is lifted
+    by 2^42 s above the previous one so that no maximum leaks across users."""
+    first = _rank_in_group(s_owner) == 0
+    step = np.where(first, 0, np.roll(duration, 1) + min_gap)
+    c = _segment_cumsum(step, s_per_user)
+    lift = (s_owner.astype(np.int64) << 42) + (np.int64(1) << 41)
+    return np.maximum.accumulate(start - c + lift) - lift + c
+
+
+def generate_block(
+    cfg: SynthConfig, catalog: Catalog, block_index: int, first_user: int, n_u: np.ndarray
+) -> Block:
     """Generate the events of users ``first_user .. first_user + len(n_u) - 1`` from the block's stream."""
     prof = PROFILES[cfg.fmt]
     rng = np.random.default_rng([cfg.seed, _STREAM_BLOCK, block_index])
@@ -595,87 +701,15 @@ def generate_block(cfg: SynthConfig, catalog: Catalog, block_index: int, first_u
     day_w /= day_w.max(axis=1, keepdims=True)
     slot_w = rng.dirichlet(np.full(prof.taste_slots, prof.taste_alpha), size=n_users)
 
-    # --- sessions: log-normal lengths until each user has exactly n_u events
-    mean_len = prof.session_len_median * math.exp(prof.session_len_sigma**2 / 2)
-    need = n_u.astype(np.int64).copy()
-    parts_owner, parts_len = [], []
-    while True:
-        active = np.flatnonzero(need > 0)
-        if not len(active):
-            break
-        k = np.ceil(need[active] / mean_len * 1.2).astype(np.int64) + 2
-        owner = np.repeat(active, k)
-        lens = np.rint(np.exp(math.log(prof.session_len_median) + prof.session_len_sigma * rng.standard_normal(len(owner))))
-        lens = np.clip(lens, 1, prof.session_len_max).astype(np.int64)
-        cum = _segment_cumsum(lens, k)
-        before = cum - lens
-        cap = need[owner]
-        keep = before < cap
-        lens = np.where(keep, np.minimum(lens, cap - before), 0)  # the last session is cut to fit
-        parts_owner.append(owner[keep])
-        parts_len.append(lens[keep])
-        need -= np.bincount(owner, weights=lens, minlength=n_users).astype(np.int64)
-    s_owner = np.concatenate(parts_owner)
-    s_len = np.concatenate(parts_len)
-    order = np.argsort(s_owner, kind="stable")  # rounds append later sessions after earlier ones
-    s_owner, s_len = s_owner[order], s_len[order]
+    # --- sessions, their clusters, their items and their inner times
+    s_owner, s_len = _session_lengths(rng, prof, n_u)
     n_sessions = len(s_len)
     s_per_user = np.bincount(s_owner, minlength=n_users)
-    s_index = _rank_in_group(s_owner)
-
-    # --- taste: slots of clusters that drift, one slot per session
-    slot = (rng.random(n_sessions)[:, None] > np.cumsum(slot_w, axis=1)[s_owner]).sum(axis=1)
-    slot = np.minimum(slot, prof.taste_slots - 1)
-    slot_draw = np.minimum(
-        np.searchsorted(catalog.cluster_weight_cdf, rng.random((n_sessions, prof.taste_slots)), side="right"),
-        len(catalog.cluster_weight_cdf) - 1,
-    )
-    change = rng.random((n_sessions, prof.taste_slots)) < prof.drift_prob
-    change[s_index == 0] = True
-    last_change = np.maximum.accumulate(np.where(change, np.arange(n_sessions)[:, None], 0), axis=0)
-    rows = np.arange(n_sessions)
-    focus = slot_draw[last_change[rows, slot], slot]
-
-    # --- items: a chain within each session
-    n_ev = int(s_len.sum())
-    ev_session = np.repeat(rows, s_len)
-    ev_pos = np.arange(n_ev) - np.repeat(np.cumsum(s_len) - s_len, s_len)
-    u = rng.random((n_ev, 3))
-    items = np.empty(n_ev, dtype=np.int64)
-    by_pos = np.argsort(ev_pos, kind="stable")
-    pos_counts = np.bincount(ev_pos)
-    first = by_pos[: pos_counts[0]]
-    items[first] = catalog.sample_in_cluster(focus[ev_session[first]], u[first, 1])
-    t_rep = prof.p_repeat
-    t_succ = t_rep + prof.p_successor
-    t_clu = t_succ + prof.p_cluster
-    lo = int(pos_counts[0])
-    for cnt in pos_counts[1:]:
-        idx = by_pos[lo : lo + cnt]
-        lo += int(cnt)
-        prev = items[idx - 1]
-        a, pick = u[idx, 0], u[idx, 1]
-        nxt = prev.copy()
-        m = (a >= t_rep) & (a < t_succ)
-        nxt[m] = catalog.successors[prev[m], (pick[m] >= 0.7).astype(np.int64)]
-        m = (a >= t_succ) & (a < t_clu)
-        nxt[m] = catalog.sample_in_cluster(focus[ev_session[idx[m]]], pick[m])
-        m = a >= t_clu
-        nxt[m] = catalog.sample_global(pick[m])
-        items[idx] = nxt
-    tracks = np.minimum(np.searchsorted(catalog.track_cdf, u[:, 2], side="right"), TRACKS_PER_ARTIST - 1)
-
-    # --- within-session times: gaps strictly below the threshold
-    cap = 0.9 * prof.threshold_s
-    gaps = _truncated_lognormal(rng, prof.intra_median_s, prof.intra_sigma, cap, n_ev)
-    kind = rng.random(n_ev)
-    short = kind < prof.intra_short_prob
-    gaps[short] = rng.uniform(1.0, prof.intra_short_max_s, int(short.sum()))
-    pause = kind > 1.0 - prof.intra_pause_prob
-    gaps[pause] = rng.uniform(0.3 * cap, cap, int(pause.sum()))
-    gaps = np.maximum(np.rint(gaps), 1).astype(np.int64)
-    gaps[ev_pos == 0] = 0
-    offset = _segment_cumsum(gaps, s_len)
+    focus = _session_focus(rng, prof, catalog, slot_w, s_owner)
+    ev_session = np.repeat(np.arange(n_sessions), s_len)
+    ev_pos = np.arange(len(ev_session)) - np.repeat(np.cumsum(s_len) - s_len, s_len)
+    items, tracks = _item_chain(rng, prof, catalog, focus, ev_session, ev_pos)
+    offset = _segment_cumsum(_intra_gaps(rng, prof, ev_pos), s_len)
     duration = offset[np.cumsum(s_len) - 1]
 
     # --- lifetime: a per-user visit interval; heavy users span the window, churners stop early
@@ -709,10 +743,7 @@ def generate_block(cfg: SynthConfig, catalog: Catalog, block_index: int, first_u
     accept_mean = hour_mean * day_w.mean(axis=1) * week_level.mean(axis=1) * 0.5
     got = np.zeros(n_users, dtype=np.int64)
     parts_owner, parts_time, parts_key = [], [], []
-    while True:
-        active = np.flatnonzero(got < s_per_user)
-        if not len(active):
-            break
+    while (active := np.flatnonzero(got < s_per_user)).size:
         k = np.ceil((s_per_user - got)[active] / accept_mean[active] * 1.2).astype(np.int64) + 8
         owner = np.repeat(active, k)
         t = join[owner] + rng.random(len(owner)) * life[owner]
@@ -735,21 +766,13 @@ def generate_block(cfg: SynthConfig, catalog: Catalog, block_index: int, first_u
     chosen = np.lexsort((c_time[pick], c_owner[pick]))
     start = np.rint(c_time[pick][chosen]).astype(np.int64)
 
-    # Push sessions forward so the gap after each one exceeds the threshold:
-    # s'_k = max(s_k, s'_{k-1} + dur_{k-1} + mg_k) = c_k + cummax_{j<=k}(s_j - c_j) within a user.
     min_gap = int(prof.threshold_s) + 1 + np.rint(rng.exponential(prof.min_gap_extra_s, n_sessions)).astype(np.int64)
-    step = np.where(s_index == 0, 0, np.roll(duration, 1) + min_gap)
-    c = _segment_cumsum(step, s_per_user)
-    shift = np.int64(1) << 42
-    x = start - c + (s_owner.astype(np.int64) << 42) + (shift >> 1)
-    start = np.maximum.accumulate(x) - (s_owner.astype(np.int64) << 42) - (shift >> 1) + c
+    start = _push_apart(start, duration, min_gap, s_owner, s_per_user)
 
-    times = start_epoch + np.repeat(start, s_len) + offset
-    users = first_user + np.repeat(s_owner, s_len)
     return Block(
         first_user=first_user,
-        user=users,
-        time=times,
+        user=first_user + np.repeat(s_owner, s_len),
+        time=start_epoch + np.repeat(start, s_len) + offset,
         item=items,
         track=tracks,
         session=ev_session,
@@ -757,7 +780,7 @@ def generate_block(cfg: SynthConfig, catalog: Catalog, block_index: int, first_u
     )
 
 
-def iter_blocks(cfg: SynthConfig, catalog: Catalog | None = None):
+def iter_blocks(cfg: SynthConfig, catalog: Catalog | None = None) -> Iterator[tuple[int, int, Block]]:
     """Yield ``(block_index, events_before, Block)`` for a resolved config, in user order."""
     cfg = cfg.resolved()
     prof = PROFILES[cfg.fmt]

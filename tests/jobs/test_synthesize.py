@@ -266,6 +266,24 @@ def test_block_bounds_by_hand():
     assert block_bounds(np.array([7]), 2).tolist() == [0, 1]
 
 
+def test_push_apart_by_hand():
+    # user 0: sessions at 0, 60, 100 lasting 50, 30, 10 s, gaps of at least 20 s -> 0, 70, 120;
+    # user 1 (starts 10, 15; lasts 20; gap 5) must not inherit user 0's later times -> 10, 35
+    start = np.array([0, 60, 100, 10, 15])
+    duration = np.array([50, 30, 10, 20, 5])
+    min_gap = np.array([999, 20, 20, 999, 5])  # the first session of a user has no gap before it
+    got = syn._push_apart(start, duration, min_gap, np.array([0, 0, 0, 1, 1]), np.array([3, 2]))
+    assert got.tolist() == [0, 70, 120, 10, 35]
+    # nothing to push: unchanged
+    got = syn._push_apart(np.array([0, 500]), np.array([10, 10]), np.array([0, 20]), np.array([0, 0]), np.array([2]))
+    assert got.tolist() == [0, 500]
+
+
+def test_segment_helpers_by_hand():
+    assert syn._segment_cumsum(np.array([1, 2, 3, 4, 5]), np.array([2, 3])).tolist() == [1, 3, 3, 7, 12]
+    assert syn._rank_in_group(np.array([0, 0, 2, 2, 2, 5])).tolist() == [0, 1, 0, 1, 2, 0]
+
+
 def test_events_per_user_sums_exactly_and_respects_bounds():
     n = events_per_user(10_000, 37, 1.2, 2_000, seed=4)
     assert n.sum() == 10_000 and n.min() >= 1 and n.max() <= 2_000
