@@ -306,6 +306,10 @@ def markdown(results: dict[str, Any]) -> str:
              "non-neural baselines are deterministic. Reference figures were measured on the same splits by "
              "independent implementations (issue #3 §6).", "",
              f"Command: `{results['command']}`", "",
+             f"Seeds: {', '.join(map(str, results['seeds']))}; hyper-parameters "
+             + ("tuned on a validation split carved from train" if results.get("tuned")
+                else "from the paper's per-dataset presets (no tuning)")
+             + f"; wall time {results.get('wall_seconds', 0) / 60:.0f} min.", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()), ""]
     if results.get("quick"):
         lines += ["**Smoke run (`--quick`): truncated data, 1 epoch — these figures say nothing about "
@@ -414,12 +418,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 seed, 1 epoch, first 20,000 rows, pandas sessionizer, CPU")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--render", type=Path, default=None, metavar="JSON",
+                   help="only re-render the markdown table (--doc, default docs/quality.md) from a results JSON")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        _atomic_text(markdown(results), args.doc or REPO / "docs" / "quality.md")
+        return 0
     if args.quick:
         args.seeds, args.epochs = args.seeds[:1], 1
         args.max_rows = args.max_rows or 20_000
@@ -436,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="thrnn-bench-"))
     command = "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results: dict[str, Any] = {"command": command.strip(), "quick": args.quick, "machine": machine_info(args.device),
-                               "seeds": args.seeds, "datasets": {}}
+                               "seeds": args.seeds, "tuned": args.tune, "datasets": {}}
     t0 = time.perf_counter()
     try:
         for name in args.datasets:
