@@ -120,12 +120,13 @@ def spec_rules_stats(df: pd.DataFrame, threshold_s: float, k: int = 20) -> dict[
     length = df.groupby("sid")["item"].transform("size")
     df = df[(length >= 2) & (length <= 40)].copy()
     pos = df.groupby("sid").cumcount()
-    df["chunk"] = df["sid"].astype(str) + ":" + (pos // 20).astype(str)
+    df["chunk"] = df["sid"].astype(np.int64) * 4 + pos // 20  # at most 2 chunks of a session of <= 40
     clen = df.groupby("chunk")["item"].transform("size")
     df = df[clen >= 2].copy()
     n_sess = df.groupby("user")["chunk"].transform("nunique")
     df = df[n_sess >= 3].copy()
-    order = df.groupby("user")["chunk"].transform(lambda c: pd.factorize(c)[0])
+    first_of_chunk = df["chunk"] != df["chunk"].shift()
+    order = first_of_chunk.astype(np.int64).groupby(df["user"]).cumsum() - 1  # chunk index within the user
     n_user = df.groupby("user")["chunk"].transform("nunique")
     df["test"] = order >= np.floor(0.8 * n_user)
     df["prev"] = df["item"].shift()

@@ -512,3 +512,49 @@ def test_edge_sizes(tmp_path, fmt, n, kwargs):
     df, bad = parse(out, fmt)
     assert len(df) == n and bad == {} and df["user"].nunique() == summary["users"]
     assert summary["items_used"] == df["item"].nunique() <= summary["items"]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    "name,fmt,relative",
+    [
+        ("lastfm-1k/user_000001_full_history.tsv.gz", "lastfm", "raw"),
+        ("lastfm-1k-jodie-subset/lastfm_jodie_first10pct.tsv.gz", "lastfm", "jodie"),
+        ("reddit-jodie-subset/reddit_jodie_first20pct.tsv.gz", "reddit", "jodie"),
+    ],
+)
+def test_calibration_twin_stays_in_range_of_the_real_excerpt(tmp_path, name, fmt, relative):
+    """The defaults keep a synthetic twin (same events, users, items, span) near the real figures
+    that set them (docs/synthetic_data.md); a change of the model that drifts away fails here."""
+    from tests.conftest import shared_file
+
+    cal = _calibration_module()
+    path = shared_file(name)
+    real_df = cal.read_lastfm(path) if relative == "raw" else cal.read_jodie(path)
+    real = cal.session_stats(real_df, cal.THRESHOLDS[fmt])
+    out = tmp_path / "twin"
+    generate(fmt, real["events"], out, users=real["users"], items=real["items"], days=round(real["span_days"], 1))
+    twin = cal.session_stats(cal.read_lastfm(out) if fmt == "lastfm" else cal.read_reddit(out), cal.THRESHOLDS[fmt])
+
+    def near(key: str, factor: float) -> None:
+        assert real[key] / factor <= twin[key] <= real[key] * factor, (key, real[key], twin[key])
+
+    if relative == "raw":  # one listener: the session shape and the within-session gaps
+        near("session_length_mean", 1.15)
+        near("session_length_p90", 1.15)
+        near("intra_seconds_p50", 1.2)
+        near("consecutive_repeat_share", 1.2)
+    elif fmt == "lastfm":  # many listeners: gaps, daily and weekly rhythm, churn
+        near("hour_concentration", 1.2)
+        near("gap_hours_p50", 1.3)
+        near("gap_hours_p90", 1.3)
+        near("weekday_dispersion", 1.3)
+        near("users_quiet_last_20pct", 1.6)
+    else:
+        near("hour_concentration", 1.2)
+        near("session_length_mean", 1.15)
+        near("gap_hours_p50", 1.5)
+        near("gap_hours_p90", 1.3)
+        near("top10pct_item_share", 1.1)
+        near("item_gini", 1.1)
+        near("consecutive_repeat_share", 1.2)
