@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.utils.rnn import pack_padded_sequence
 from tqdm.auto import tqdm
 
 from thrnn import time_model as tm
@@ -101,9 +100,7 @@ class _Trainer:
         x = self.items[rows, : int(n_in.max()) + 1]
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             h = model.inter_state(u, *state.get(u), counts_cpu=state.counts_cpu[u_cpu])
-            out, rep = model.intra(x[:, :-1], n_in, h)
-            states = out.data
-            t_items = pack_padded_sequence(x[:, 1:], n_in, batch_first=True, enforce_sorted=False).data
+            states, t_items, rep = model.intra_targets(x[:, :-1], x[:, 1:], n_in, h)
             first_rows = self.first_ok[rows] if model.temporal else None
             cand = None
             if cfg.sampled_softmax > 0:

@@ -44,8 +44,10 @@ def test_shapes_and_padding_column():
     reps = torch.randn(2, 15, 8)
     h = m.inter_state(users, reps, torch.randint(0, 11, (2, 15)), torch.tensor([0, 15]))
     assert h.shape == (2, 8)
-    out, last = m.intra(torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]]), torch.tensor([3, 2]), h)
-    assert out.data.shape == (5, 8) and last.shape == (2, 8)
+    items = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    states, targets, last = m.intra_targets(items[:, :-1], items[:, 1:], torch.tensor([2, 1]), h)
+    assert states.shape == (3, 8) and last.shape == (2, 8)
+    assert sorted(targets.tolist()) == [2, 3, 5]
     assert m.item_logits(last).shape == (2, 9)
     assert m.first_logits(h).shape == (2, 9)
     assert m.time_a(h).shape == (2,)
@@ -71,16 +73,25 @@ def test_inter_state_ignores_slots_beyond_the_count():
     torch.testing.assert_close(h[1], ref[0, -1])
 
 
-def test_intra_outputs_do_not_depend_on_other_rows_or_padding():
+@pytest.mark.parametrize("others", [
+    [[7, 7, 7, 7, 7, 7]],  # an even batch: plain GRU
+    [[7] * 12, [5, 6], [6, 5], [4, 4]],  # a ragged batch: packed GRU
+])
+def test_intra_outputs_do_not_depend_on_other_rows_or_padding(others):
     m = _model("gru4rec").eval()
-    h0 = torch.zeros(1, 8)
-    alone, last_alone = m.intra(torch.tensor([[3, 1, 2]]), torch.tensor([3]), h0)
-    batch, last_batch = m.intra(torch.tensor([[7, 7, 7, 7, 7, 7], [3, 1, 2, 0, 0, 0]]), torch.tensor([6, 3]),
-                                torch.zeros(2, 8))
-    torch.testing.assert_close(last_batch[1], last_alone[0])
-    padded = m.intra_padded(torch.tensor([[3, 1, 2, 0, 0]]), torch.tensor([3]), h0)
-    torch.testing.assert_close(padded[0, 2], last_alone[0])
-    assert bool((padded[0, 3:] == 0).all())
+    session = [3, 1, 2, 9]
+    alone = m.intra_padded(torch.tensor([session]), torch.tensor([4]), torch.zeros(1, 8))[0]
+    width = max(len(o) for o in others + [session])
+    rows = [o + [0] * (width - len(o)) for o in others] + [session + [0] * (width - len(session))]
+    lengths = torch.tensor([len(o) for o in others] + [len(session)])
+    padded = m.intra_padded(torch.tensor(rows), lengths, torch.zeros(len(rows), 8))
+    torch.testing.assert_close(padded[-1, :4], alone)
+    items = torch.tensor(rows)
+    states, targets, final = m.intra_targets(items[:, :-1], items[:, 1:], lengths - 1, torch.zeros(len(rows), 8))
+    torch.testing.assert_close(final[-1], alone[2])
+    mine = [i for i, t in enumerate(targets.tolist()) if t in (1, 2, 9)]
+    torch.testing.assert_close(states[mine], alone[:3])
+    assert sorted(targets.tolist()) == sorted(t for o in rows for t in o[1:] if t)
 
 
 def test_candidate_logits_are_columns_of_the_full_logits():

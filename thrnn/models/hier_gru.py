@@ -24,6 +24,10 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from thrnn.time_model import TimeHead
 
+# Pack the intra batch when its padded size exceeds this multiple of its real length (measured on CPU:
+# packing pays off only for ragged batches; for short or even ones its overhead dominates).
+_PACK_RATIO = 2.0
+
 
 class HierarchicalGRU(nn.Module):
     """THRNN / HRNN / GRU4Rec-style GRU; see the module docstring for the flags."""
@@ -78,8 +82,9 @@ class HierarchicalGRU(nn.Module):
         """(B, H) state from the FIFO (B, K, H) of earlier session representations; dropout applied.
 
         Zero for the GRU4Rec-style model. A user with no earlier session reads one empty slot. The
-        GRU runs packed over each user's ``max(count, 1)`` valid slots (``counts_cpu`` avoids a
-        device sync), so its final state is the output at the last valid slot.
+        GRU runs over the first ``max(count)`` slots and each user's state is read at its last valid
+        slot (slots are left-aligned, so later padding cannot reach it); ``counts_cpu`` avoids a
+        device sync.
         """
         if not self.inter:
             return reps.new_zeros(users.shape[0], self.hidden)
@@ -90,29 +95,49 @@ class HierarchicalGRU(nn.Module):
             x = torch.cat(
                 [x, self.gap_emb(buckets[:, :k]), self.user_emb(users).unsqueeze(1).expand(-1, k, -1)], dim=2
             )
-        packed = pack_padded_sequence(self.drop(x), n, batch_first=True, enforce_sorted=False)
-        _, h_n = self.inter_gru(packed)
-        return self.drop(h_n[0])
+        # FIFOs are mostly full, so a plain GRU beats a packed one (no packing/slicing overhead).
+        out, _ = self.inter_gru(self.drop(x))
+        last = (n - 1).to(out.device)
+        return self.drop(out[torch.arange(out.shape[0], device=out.device), last])
 
-    def intra(
+    def _intra(
         self, items: torch.Tensor, lengths: torch.Tensor, h0: torch.Tensor
-    ) -> tuple[PackedSequence, torch.Tensor]:
-        """Intra GRU over item ids (B, T) with per-row ``lengths`` (CPU) from initial state h0 (B, H).
+    ) -> tuple[torch.Tensor | PackedSequence, torch.Tensor]:
+        """Run the intra GRU; packed when the batch is ragged enough to pay for packing."""
+        lengths = lengths.detach().cpu()
+        b, t = items.shape
+        h0 = h0.unsqueeze(0).contiguous()
+        if b * t > _PACK_RATIO * int(lengths.sum()):
+            packed = pack_padded_sequence(items, lengths, batch_first=True, enforce_sorted=False)
+            out, h_n = self.intra_gru(packed._replace(data=self.drop(self.item_emb(packed.data))), h0)
+            return out, h_n[0]
+        out, _ = self.intra_gru(self.drop(self.item_emb(items)), h0)
+        return out, out[torch.arange(b, device=out.device), (lengths - 1).to(out.device)]
 
-        Returns the packed outputs (no output dropout; ``.data`` rows align with
-        ``pack(targets, lengths)``) and the final state (B, H) = the output after item ``lengths - 1``.
-        Padding never reaches the GRU.
+    def intra_targets(
+        self, inputs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor, h0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Intra GRU over item ids ``inputs`` (B, T) with per-row ``lengths`` (CPU) from h0 (B, H).
+
+        Returns ``(states, target_ids, final)``: the output (no output dropout) at every valid position
+        (M, H) with the target id it predicts (M,), and each row's state after its last input (B, H).
+        Padding never changes a valid output (the GRU is causal and padding comes last).
         """
-        packed = pack_padded_sequence(items, lengths.detach().cpu(), batch_first=True, enforce_sorted=False)
-        emb = self.drop(self.item_emb(packed.data))
-        out, h_n = self.intra_gru(packed._replace(data=emb), h0.unsqueeze(0).contiguous())
-        return out, h_n[0]
+        out, final = self._intra(inputs, lengths, h0)
+        if isinstance(out, PackedSequence):
+            lengths = lengths.detach().cpu()
+            tgt = pack_padded_sequence(targets, lengths, batch_first=True, enforce_sorted=False).data
+            return out.data, tgt, final
+        valid = torch.arange(inputs.shape[1], device=inputs.device)[None] < lengths.to(inputs.device)[:, None]
+        return out[valid], targets[valid], final
 
     def intra_padded(self, items: torch.Tensor, lengths: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-        """Intra GRU outputs (B, T, H) (zero after each row's length); for inference."""
-        out, _ = self.intra(items, lengths, h0)
-        padded, _ = pad_packed_sequence(out, batch_first=True, total_length=items.shape[1])
-        return padded
+        """Intra GRU outputs (B, T, H) (no output dropout); values after each row's length are
+        unspecified. For inference."""
+        out, _ = self._intra(items, lengths, h0)
+        if isinstance(out, PackedSequence):
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=items.shape[1])
+        return out
 
     # ------------------------------------------------------------------ heads
 
