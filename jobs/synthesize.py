@@ -357,6 +357,7 @@ def _artist_names(rng: np.random.Generator, n: int) -> list[str]:
 
 
 def _subreddit_names(rng: np.random.Generator, n: int) -> list[str]:
+    """Unique subreddit names, also when case is ignored (as Reddit does)."""
     names: list[str] = []
     seen: set[str] = set()
     draws = rng.integers(0, 1 << 30, size=(n, 3))
@@ -365,12 +366,15 @@ def _subreddit_names(rng: np.random.Generator, n: int) -> list[str]:
         a, b, c = (int(x) for x in draws[i])
         for attempt in range(20):
             x, y = _SUB_WORDS[(a + attempt) % w], _SUB_WORDS[(b + 3 * attempt) % w]
-            name = x if attempt == 0 and c % 4 == 0 else (f"{x}{y}" if c % 2 else f"{x.title()}{y.title()}")
-            if name not in seen:
+            if (attempt == 0 and c % 4 == 0) or x == y:
+                name = x
+            else:
+                name = f"{x}{y}" if c % 2 else f"{x.title()}{y.title()}"
+            if name.lower() not in seen:
                 break
         else:
             name = f"{name}{i}"
-        seen.add(name)
+        seen.add(name.lower())
         names.append(name)
     return names
 

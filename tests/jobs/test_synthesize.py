@@ -215,6 +215,8 @@ def test_lastfm_realistic_metadata(lastfm_file):
     assert len(set(names)) < len(names)  # some artists share a name ...
     assert len(set(catalog.keys)) == len(catalog.keys)  # ... but never an item key
     assert any(not n.isascii() for n in names)
+    subs = syn.build_catalog("reddit", 6_000, 0).keys
+    assert len({k.lower() for k in subs}) == len(subs) == 6_000
 
 
 def test_reddit_header_exact_count_and_every_line_valid(reddit_file):
