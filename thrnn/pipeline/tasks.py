@@ -411,7 +411,9 @@ def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
 
 def model_run_row(paths: RunPaths, params: RunParams, run_date: dt.date) -> dict[str, Any]:
     """The ``model_runs`` row of the night, from the tasks' state files."""
-    ses, val, trn = load_state(paths, "sessionize"), load_state(paths, "validate"), load_state(paths, "train")
+    # the split may come from elsewhere (sessionize marked successful by an operator): its time is then unknown
+    ses = load_state(paths, "sessionize") if (paths.state / "sessionize.json").exists() else {"seconds": None}
+    val, trn = load_state(paths, "validate"), load_state(paths, "train")
     ev, reg, sc = load_state(paths, "evaluate"), load_state(paths, "register"), load_state(paths, "score")
     m = ev["metrics"]
     row: dict[str, Any] = {
