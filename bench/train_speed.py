@@ -5,8 +5,9 @@ divided by its wall time, FIFO bookkeeping and optimizer included) and evaluatio
 targets divided by the wall time of ``predict_test``, which replays every user's training history
 first and ranks each target against the full catalogue) on:
 
-- LastFM-JODIE (the ../shared/data excerpt, sessionized with the pandas reference of SPEC §3, or a
-  sessionize output folder given with ``--data``);
+- LastFM-JODIE (the ../shared/data excerpt, sessionized with the pandas reference of SPEC §3, with
+  the Spark job ``jobs.sessionize`` when ``--spark`` is given, or a sessionize output folder given
+  with ``--data``);
 - a generated catalogue of 100k items (sampled softmax in training, full ranking in evaluation);
 - on CUDA when present: a few epochs of THRNN on a generated 94k-item, million-event dataset.
 
@@ -114,6 +115,18 @@ def generated_split(n_users: int, sessions_per_user: int, n_items: int, seed: in
                  user_frame, {})
 
 
+def spark_split(path: str) -> Split:
+    """Sessionize a JODIE TSV (user, item, seconds; no header) with the Spark job into a temp folder."""
+    from jobs.sessionize import run
+    from jobs.spark import build_spark
+
+    spark = build_spark("thrnn-bench-sessionize", "local[2]", {"spark.ui.enabled": "false"})
+    with tempfile.TemporaryDirectory() as tmp:
+        run(spark, "events", [path], Path(tmp) / "split", session_gap_seconds=3600, input_format="text",
+            delimiter="\t", header=False, column_names=("user_id", "item_id", "timestamp"))
+        return read_split(Path(tmp) / "split")
+
+
 def measure(data: SessionData, model: str, dataset: str, threads: int, device: str, epochs: int,
             **overrides: Any) -> dict[str, Any]:
     """Train ``epochs`` epochs (the last one is timed) and time one evaluation pass."""
@@ -156,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jodie", default=str(JODIE), help="LastFM-JODIE TSV excerpt (user, item, seconds)")
     p.add_argument("--data", default=None, help="use this sessionize output folder instead of --jodie")
-    p.add_argument("--max-rows", type=int, default=None, help="read only the first N rows of --jodie")
+    p.add_argument("--spark", action="store_true",
+                   help="sessionize --jodie with the Spark job (jobs.sessionize, local[2]) instead of pandas")
+    p.add_argument("--max-rows", type=int, default=None, help="read only the first N rows of --jodie (pandas only)")
     p.add_argument("--models", default="thrnn,hrnn,gru4rec", help="comma-separated models")
     p.add_argument("--threads", default="1,2", help="comma-separated CPU thread counts")
     p.add_argument("--epochs", type=int, default=2, help="epochs per run; the last one is timed (default 2)")
@@ -182,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.data:
         split, source = read_split(args.data), f"sessionize output {args.data}"
+    elif args.spark:
+        split, source = spark_split(args.jodie), f"{args.jodie}, jobs.sessionize (Spark), 3600 s gap"
     else:
         events = read_jodie_tsv(args.jodie, max_rows=args.max_rows)
         split = Split(*sessionize_frame(events, 3600), {})
