@@ -43,6 +43,14 @@ def test_every_training_target_is_trained_on(tmp_path):
     expected = int((split.train.groupby([C.USER_ID, C.SESSION_INDEX]).size() - 1).sum())
     assert hist["train_targets"] == expected == hist["epochs"][0]["targets"]
     assert hist["epochs"][0]["batches"] == 24  # floor(0.8 * 30): one batch per heavy-user session
+    # the heavy user's last training session (trained alone, where the research code had stopped)
+    # changes the model
+    last = 23
+    sessions[0][last] = [(4, sessions[0][last][0][1]), (5, sessions[0][last][1][1])]
+    other = train_sessions(load_sessions(split_from_sessions(sessions)), tmp_path / "b", _cfg(batch_size=4),
+                           progress=False)
+    assert other["train_targets"] == expected
+    assert not torch.equal(_state(tmp_path)["out.weight"], _state(tmp_path / "b")["out.weight"])
 
 
 def test_overfits_a_tiny_dataset(tmp_path):
