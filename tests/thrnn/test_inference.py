@@ -167,3 +167,20 @@ def test_one_epoch_smoke_run_on_the_jodie_excerpt(shared_data, tmp_path):
     assert np.isfinite(p.gap_median_hours).all() and np.isfinite(p.gap_mean_hours).all()
     # better than chance after one epoch: mean rank well below half the catalogue
     assert p.next_item_ranks.mean() < split.n_items / 2
+
+
+def test_gap_exponent_trains_on_the_transformed_axis_and_predicts_in_hours(tmp_path):
+    split = tiny_split(n_users=5, seed=9)
+    data = load_sessions(split)
+    cfg = config_for("lastfm", "thrnn", item_embedding=8, epochs=1, device="cpu", gap_exponent=0.5)
+    train_sessions(data, tmp_path, cfg, progress=False)
+    model, cfg = load_run(tmp_path)
+    assert cfg.gap_exponent == 0.5
+    p = predict_test(model, split, cfg)
+    _, _, ref_a = _reference(model, cfg, data)
+    w = model.time_head.w.detach().double()
+    # back-transform: the median in hours solves S(((t / unit) ** 0.5)) = 1/2 on the model axis
+    u_med = tm.to_model_time(torch.as_tensor(p.gap_median_hours), 0.5, cfg.time_unit_hours)
+    inside = p.gap_median_hours < cfg.time_cutoff_hours
+    np.testing.assert_allclose(tm.survival(ref_a, w, u_med).numpy()[inside], 0.5, rtol=1e-6)
+    assert (p.gap_mean_hours > 0).all() and (p.gap_mean_hours <= cfg.time_cutoff_hours).all()
