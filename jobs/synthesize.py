@@ -583,17 +583,28 @@ def _hour_profile(prof: FormatProfile, local_hour: np.ndarray, peak: np.ndarray)
     return prof.hour_floor + (1.0 - prof.hour_floor) * bump
 
 
-def _session_lengths(rng: np.random.Generator, prof: FormatProfile, n_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _session_lengths(
+    rng: np.random.Generator, prof: FormatProfile, n_u: np.ndarray, span: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(owner, length) of every session, grouped by user: log-normal lengths, the last one cut so
-    that each user has exactly ``n_u`` events."""
-    mean_len = prof.session_len_median * math.exp(prof.session_len_sigma**2 / 2)
+    that each user has exactly ``n_u`` events.
+
+    A user too heavy for the window at the usual length (each session costs threshold + extra gap
+    + its duration) gets longer sessions, enough to fit in 60 % of it: heavy users binge."""
+    spread = math.exp(prof.session_len_sigma**2 / 2)
+    gap = prof.intra_median_s * math.exp(prof.intra_sigma**2 / 2)
+    room = 0.6 * span - n_u * gap
+    stretch = n_u * (prof.threshold_s + prof.min_gap_extra_s) / (prof.session_len_median * spread * np.maximum(room, 1.0))
+    stretch = np.clip(np.where(room > 0, stretch, np.inf), 1.0, prof.session_len_max / prof.session_len_median)
+    log_median = np.log(prof.session_len_median * stretch)
+    mean_len = prof.session_len_median * stretch * spread
     need = n_u.astype(np.int64).copy()
     parts_owner, parts_len = [], []
     while (active := np.flatnonzero(need > 0)).size:
-        k = np.ceil(need[active] / mean_len * 1.2).astype(np.int64) + 2
+        k = np.ceil(need[active] / mean_len[active] * 1.2).astype(np.int64) + 2
         owner = np.repeat(active, k)
         z = rng.standard_normal(len(owner))
-        lens = np.rint(np.exp(math.log(prof.session_len_median) + prof.session_len_sigma * z))
+        lens = np.rint(np.exp(log_median[owner] + prof.session_len_sigma * z))
         lens = np.clip(lens, 1, prof.session_len_max).astype(np.int64)
         before = _segment_cumsum(lens, k) - lens
         cap = need[owner]
@@ -706,7 +717,7 @@ def generate_block(
     slot_w = rng.dirichlet(np.full(prof.taste_slots, prof.taste_alpha), size=n_users)
 
     # --- sessions, their clusters, their items and their inner times
-    s_owner, s_len = _session_lengths(rng, prof, n_u)
+    s_owner, s_len = _session_lengths(rng, prof, n_u, span)
     n_sessions = len(s_len)
     s_per_user = np.bincount(s_owner, minlength=n_users)
     focus = _session_focus(rng, prof, catalog, slot_w, s_owner)

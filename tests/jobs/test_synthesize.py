@@ -281,6 +281,20 @@ def test_push_apart_by_hand():
     assert got.tolist() == [0, 500]
 
 
+def test_session_lengths_exact_per_user_and_heavy_users_binge():
+    prof = syn.PROFILES["reddit"]
+    rng = np.random.default_rng(0)
+    n_u = np.array([40, 3_000, 1])
+    owner, length = syn._session_lengths(rng, prof, n_u, span=7 * 86400.0)
+    assert (np.diff(owner) >= 0).all() and length.min() >= 1
+    assert np.bincount(owner, weights=length).astype(int).tolist() == [40, 3_000, 1]
+    mean = np.bincount(owner, weights=length) / np.bincount(owner)
+    # 3,000 events in a week do not fit in ~1.7-event sessions 45 min apart: the user binges
+    assert mean[1] > 5 * mean[0]
+    owner, length = syn._session_lengths(rng, prof, np.array([3_000]), span=365 * 86400.0)
+    assert length.mean() < 3  # the same user over a year keeps the usual length
+
+
 def test_segment_helpers_by_hand():
     assert syn._segment_cumsum(np.array([1, 2, 3, 4, 5]), np.array([2, 3])).tolist() == [1, 3, 3, 7, 12]
     assert syn._rank_in_group(np.array([0, 0, 2, 2, 2, 5])).tolist() == [0, 1, 0, 1, 2, 0]
