@@ -443,6 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise SystemExit("--epochs must be >= 1")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # also what machine_info reports
     work = args.work or Path(tempfile.mkdtemp(prefix="thrnn-bench-"))
     command = "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results: dict[str, Any] = {"command": command.strip(), "quick": args.quick, "machine": machine_info(args.device),
