@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="run date of the first night (later runs take the next day)")
     p.add_argument("--run-date", type=dt.date.fromisoformat, default=None,
                    help="run this night instead of the next one")
-    p.add_argument("--epochs", type=int, default=3, help="training epochs (DAG param)")
+    p.add_argument("--epochs", type=int, default=2, help="training epochs (DAG param)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generator and of training")
     p.add_argument("--item-embedding", type=int, default=32, help="item embedding size (DAG param)")
     return p
@@ -88,6 +88,19 @@ def _as_date(value: object) -> dt.date:
     return pd.Timestamp(value).date()
 
 
+def airflow_password(settings: PipelineSettings) -> str:
+    """The admin password of ``airflow standalone`` (Simple auth manager), created once for the demo."""
+    import secrets
+
+    path = settings.airflow_dir / "simple_auth_manager_passwords.json.generated"
+    users = json.loads(path.read_text()) if path.exists() else {}
+    if "admin" not in users:
+        users["admin"] = secrets.token_urlsafe(12)
+        path.write_text(json.dumps(users))
+        path.chmod(0o600)
+    return users["admin"]
+
+
 def tour(settings: PipelineSettings, run_date: dt.date) -> str:
     """What the night produced, as text."""
     from .warehouse import connect
@@ -127,11 +140,11 @@ def tour(settings: PipelineSettings, run_date: dt.date) -> str:
         lines.append(f"  {_as_date(r.run_date)}  v{r.model_version}  Recall@20 {r.recall_at_20:.4f}  "
                      f"MAE {r.mae_hours:.1f} h  promoted={bool(r.promoted)}  scored with v{r.scored_with_version}"
                      f"  ({r.decision})")
-    pw = settings.airflow_dir / "simple_auth_manager_passwords.json.generated"
+    password = airflow_password(settings)
     lines += [
         "",
         "Airflow UI:  make airflow-ui   (= AIRFLOW_HOME=... airflow standalone; http://localhost:8080)",
-        f"             login: admin / password in {pw} (written on first start)",
+        f"             login: admin / {password}",
         "MLflow UI:   make mlflow-ui    (= mlflow ui --backend-store-uri "
         f"{settings.tracking_uri} --port 5000; http://localhost:5000)",
         "Next night:  make demo   (runs the day after the newest night)",
