@@ -301,7 +301,7 @@ def _train(data: SessionData, run_dir: Path, cfg: TrainConfig, device: torch.dev
 
 
 def train(
-    data_dir: str | Path,
+    data_dir: str | Path | Split,
     run_dir: str | Path,
     cfg: TrainConfig,
     *,
@@ -309,7 +309,7 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``cfg.model`` on the training sessions of a sessionize output folder.
+    """Train ``cfg.model`` on the training sessions of a sessionize output folder (or a loaded Split).
 
     Writes ``run_dir/model.pt``, ``config.json``, ``history.json`` and ``checkpoint.pt`` (every epoch);
     returns the history (per-epoch losses, targets/s, validation metrics). ``on_epoch(epoch, record)``
