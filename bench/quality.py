@@ -97,10 +97,11 @@ DATASETS = {
 
 # Small grids, tried on the validation split only. Stage 1 picks by validation Recall@20; stage 2
 # (THRNN only) then picks the gap exponent by validation MAE with the stage-1 choice fixed.
+# "flip" tries the other of dropout 0 / 0.2 than the dataset preset.
 RANKING_GRID: dict[str, list[dict[str, Any]]] = {
-    "thrnn": [{}, {"dropout": 0.0}, {"lr": 2e-3}],
-    "hrnn": [{}, {"dropout": 0.0}, {"lr": 2e-3}],
-    "gru4rec": [{}, {"dropout": 0.0}, {"lr": 2e-3}],
+    "thrnn": [{}, {"dropout": "flip"}, {"lr": 2e-3}],
+    "hrnn": [{}, {"dropout": "flip"}, {"lr": 2e-3}],
+    "gru4rec": [{}, {"dropout": "flip"}, {"lr": 2e-3}],
 }
 TIME_GRID: list[dict[str, Any]] = [{"gap_exponent": 1.0}, {"gap_exponent": 0.5}]
 
@@ -207,11 +208,16 @@ def train_and_evaluate(data_dir: Path, run_dir: Path, model: str, preset: str, s
 def tune(ds: Dataset, val_dir: Path, work: Path, seed: int, device: str,
          base: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Pick overrides per neural model on the validation split (stage 1 Recall@20, stage 2 THRNN MAE)."""
+    from thrnn.config import config_for
+
     chosen: dict[str, dict[str, Any]] = {}
     trials: dict[str, list[dict[str, Any]]] = {}
     for model in NEURAL:
         best, best_score = {}, -math.inf
         for i, grid in enumerate(RANKING_GRID[model]):
+            if grid.get("dropout") == "flip":
+                preset = config_for(ds.preset, model, **base[model]).dropout
+                grid = {**grid, "dropout": 0.2 if preset == 0 else 0.0}
             ov = {**base[model], **grid}
             m = train_and_evaluate(val_dir, work / f"tune-{model}-{i}", model, ds.preset, seed, device, ov)
             trials.setdefault(model, []).append({"overrides": ov, "val_recall@20": m["recall@20"],
