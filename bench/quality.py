@@ -311,20 +311,24 @@ def markdown(results: dict[str, Any]) -> str:
              "return-time MAE with gaps capped at 500 h). Mean ± std over seeds for the neural models; the "
              "non-neural baselines are deterministic. Reference figures were measured on the same splits by "
              "independent implementations (issue #3 §6).", "",
-             f"Command: `{results['command']}`", "",
-             f"Seeds: {', '.join(map(str, results['seeds']))}; hyper-parameters "
-             + ("tuned on a validation split carved from train" if results.get("tuned")
-                else "from the paper's per-dataset presets (no tuning)")
-             + f"; wall time {results.get('wall_seconds', 0) / 60:.0f} min.", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()), ""]
     if results.get("quick"):
         lines += ["**Smoke run (`--quick`): truncated data, 1 epoch — these figures say nothing about "
                   "quality.**", ""]
     for name, d in results["datasets"].items():
-        lines += [f"## {name}", "", f"Split: {d['split']}", ""]
+        seeds = d.get("seeds", results.get("seeds", []))
+        tuned = d.get("tuned") is not None if "tuned" in d else bool(results.get("tuned"))
+        lines += [f"## {name}", "", f"Split: {d['split']}", "",
+                  f"Command: `{d.get('command', results['command'])}`", "",
+                  f"Seeds: {', '.join(map(str, seeds))}; hyper-parameters "
+                  + ("tuned on a validation split carved from train" if tuned
+                     else "from the paper's per-dataset presets (no tuning)")
+                  + (f"; wall time {d['wall_seconds'] / 60:.0f} min" if d.get("wall_seconds") else "") + ".", ""]
         head = "| model | Recall@20 | MRR@20 | first-item R@20 | MAE median (h) | MAE mean (h) | reference R@20 / MRR@20 / MAE | train s |"
         lines += [head, "|---|---|---|---|---|---|---|---|"]
-        for model, m in d["results"].items():
+        order = [m for m in (*NON_NEURAL, *NEURAL) if m in d["results"]]
+        for model in order + sorted(set(d["results"]) - set(order)):
+            m = d["results"][model]
             ref = d["reference"].get(model, {})
             ref_s = " / ".join(_f(ref.get(k), digits=1 if k == "mae_hours" else 3)
                                for k in ("recall@20", "mrr@20", "mae_hours")) if ref else "–"
@@ -367,7 +371,7 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, work: Path) -> dict[str, 
                   f"{len(split.train):,} train / {len(split.test):,} test events")
     log.info("%s: %s", ds.name, split_desc)
     results: dict[str, dict[str, Any]] = {}
-    t0 = time.perf_counter()
+    started = t0 = time.perf_counter()
     for name, m in non_neural_baselines(split, progress=not args.no_progress).items():
         results[name] = m
     log.info("%s: non-neural baselines in %.0f s", ds.name, time.perf_counter() - t0)
@@ -395,6 +399,9 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, work: Path) -> dict[str, 
         "reference": ds.reference,
         "targets": target_checks(ds, results),
         "tuned": tuned,
+        "seeds": args.seeds,
+        "command": args.command,
+        "wall_seconds": round(time.perf_counter() - started, 1),
     }
 
 
@@ -455,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)  # also what machine_info reports
     work = args.work or Path(tempfile.mkdtemp(prefix="thrnn-bench-"))
     command = "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.command = command.strip()
     results: dict[str, Any] = {"command": command.strip(), "quick": args.quick, "machine": machine_info(args.device),
                                "seeds": args.seeds, "tuned": args.tune, "datasets": {}}
     t0 = time.perf_counter()
