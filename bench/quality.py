@@ -347,6 +347,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines += ["", "Chosen on the validation split (carved from train): "
                       + "; ".join(f"{k} {v}" for k, v in d["tuned"].items() if not k.startswith("_"))]
         lines.append("")
+    if results.get("analysis"):  # hand-written reading of a run, stored in the JSON so --render keeps it
+        lines += ["## Analysis", "", results["analysis"].strip(), ""]
     return "\n".join(lines)
 
 
