@@ -3,10 +3,11 @@
     python -m jobs.sessionize --format lastfm --input raw.tsv.gz --output var/data/lastfm \
         --run-date 2009-05-04 --master 'local[2]'
 
-Under spark-submit (the master and resources come from the submit command)::
+Under spark-submit (the master and resources come from the submit command; on a cluster ship the
+package with ``--py-files``, e.g. a zip of ``jobs/``)::
 
-    spark-submit --master spark://host:7077 --py-files jobs.zip jobs/sessionize/__main__.py \
-        --format reddit --input reddit_data.csv --output /data/reddit
+    spark-submit --master 'local[2]' jobs/sessionize/__main__.py --format reddit \
+        --input reddit_data.csv --output /data/reddit
 
 Exit status 0 on success (the stats are printed as JSON), 2 on bad arguments or unreadable input,
 3 when the job refuses to publish (too many malformed rows, nothing left after the rules).
@@ -20,6 +21,10 @@ import json
 import logging
 import sys
 from dataclasses import fields
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (spark-submit jobs/sessionize/__main__.py): find `jobs`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from jobs.sessionize.io import InputError
 from jobs.sessionize.job import DEFAULT_GAP_SECONDS, FORMATS, EventsOptions, SessionizeError, run

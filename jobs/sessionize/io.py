@@ -28,12 +28,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from jobs import columns as C
 from jobs import schemas as S
+from jobs.sessionize import transforms as T
 
 log = logging.getLogger(__name__)
-
-_PATH_KEY = "_path_key"
 
 
 class InputError(ValueError):
@@ -88,29 +86,33 @@ def list_input_files(spark: SparkSession, inputs: list[str], input_format: str =
     return files
 
 
-def files_frame(spark: SparkSession, files: list[InputFile]) -> DataFrame:
-    """Small (file_idx, source_file, path key) table, to broadcast-join onto rows read from the files."""
-    rows = [(f.file_idx, f.display, _path_key(f.uri)) for f in files]
-    return spark.createDataFrame(rows, f"{S.FILE_IDX} int, {C.SOURCE_FILE} string, {_PATH_KEY} string")
+def source_files(files: list[InputFile]) -> dict[int, str]:
+    """file_idx -> display path, for the quarantine's ``source_file``."""
+    return {f.file_idx: f.display for f in files}
 
 
-def _with_origin(df: DataFrame, files: DataFrame) -> DataFrame:
+def _with_origin(df: DataFrame, files: list[InputFile]) -> DataFrame:
     """Attach file_idx, block_start and row_in_block to rows straight from a file scan."""
-    path_key = F.regexp_replace(F.col("_metadata.file_path"), r"^file:/+", "file:///")
-    origin = df.select(
+    # Spark names a local file file:/x in _metadata and file:///x in inputFiles(): map both spellings.
+    spellings = {}
+    for f in files:
+        key = _path_key(f.uri)
+        spellings[key] = f.file_idx
+        if key.startswith("file:///"):
+            spellings["file:/" + key.removeprefix("file:///")] = f.file_idx
+    index = T.lookup(spellings, F.col("_metadata.file_path"))
+    return df.select(
         "*",
-        path_key.alias(_PATH_KEY),
+        index.cast("int").alias(S.FILE_IDX),
         F.col("_metadata.file_block_start").alias(S.BLOCK_START),
         # Increasing in read order within a file split: the row order inside each block.
         F.monotonically_increasing_id().alias(S.ROW_IN_BLOCK),
     )
-    return origin.join(F.broadcast(files.select(S.FILE_IDX, _PATH_KEY)), _PATH_KEY).drop(_PATH_KEY)
 
 
 def read_text_lines(spark: SparkSession, inputs: list[str], files: list[InputFile]) -> DataFrame:
     """Raw lines of text inputs as :data:`jobs.schemas.LINE_SCHEMA` rows (header lines included)."""
-    table = files_frame(spark, files)
-    frames = [_with_origin(spark.read.text(path), table) for path in inputs]
+    frames = [_with_origin(spark.read.text(path), files) for path in inputs]
     lines = frames[0]
     for frame in frames[1:]:
         lines = lines.unionByName(frame)
@@ -121,14 +123,13 @@ def read_parquet_rows(
     spark: SparkSession, inputs: list[str], files: list[InputFile], columns: list[str]
 ) -> DataFrame:
     """Rows of Parquet inputs (only ``columns``) with file_idx, block_start, row_in_block."""
-    table = files_frame(spark, files)
     frames = []
     for path in inputs:
         df = spark.read.parquet(path)
         missing = [c for c in columns if c not in df.columns]
         if missing:
             raise InputError(f"input {path!r} lacks column(s) {missing}; it has {df.columns}")
-        frames.append(_with_origin(df.select(*columns), table))
+        frames.append(_with_origin(df.select(*columns), files))
     rows = frames[0]
     for frame in frames[1:]:
         rows = rows.unionByName(frame)

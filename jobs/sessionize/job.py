@@ -213,8 +213,13 @@ def run(
             parsed, files, has_header = _parse(spark, fmt, inputs, options)
             io.write_parquet(parsed, work / "parsed")
             parsed = spark.read.parquet(str(work / "parsed"))
-            offsets = T.block_offsets(parsed).cache()
-            numbered = T.number_rows(parsed, offsets)
+            # One small row per file split, collected: the joins below then broadcast a local table.
+            sizes = [tuple(r) for r in T.block_sizes(parsed).collect()]
+            if any(size[0] is None for size in sizes):  # a file path Spark reports differently than it lists
+                raise io.InputError(
+                    f"could not match the rows read to the input files {[f.uri for f in files]}"
+                )
+            numbered = T.number_rows(parsed, T.block_offsets(sizes))
             if has_header:
                 numbered = numbered.where(F.col(C.LINE_NUMBER) > 1)
         with progress.phase("check bad rows"):  # 3. run-date cut-off and the bad-row gate, before heavy work
@@ -225,8 +230,8 @@ def run(
                      counts["excluded_after_run_date"])  # fmt: skip
             _check_bad_fraction(counts, max_bad_fraction, marked, files)
         with progress.phase("write quarantine"):
-            sources = F.broadcast(io.files_frame(spark, files).select(S.FILE_IDX, C.SOURCE_FILE))
-            quarantine = marked.where(F.col(C.REASON).isNotNull()).join(sources, S.FILE_IDX)
+            source = T.lookup(io.source_files(files), F.col(S.FILE_IDX)).alias(C.SOURCE_FILE)
+            quarantine = marked.where(F.col(C.REASON).isNotNull()).select("*", source)
             io.write_parquet(
                 quarantine.repartition(1).sortWithinPartitions(S.SEQ).select(*C.QUARANTINE_COLUMNS),
                 staging / C.QUARANTINE_DIR,
@@ -240,17 +245,17 @@ def run(
             kept = labeled.where(F.col(T.FATE) == T.KEPT)
             users = T.build_users(kept).cache()
             io.write_parquet(
-                users.select(*C.USER_COLUMNS).repartition(1).sortWithinPartitions(C.USER_ID),
+                users.select(*C.USER_COLUMNS).coalesce(1).sortWithinPartitions(C.USER_ID),
                 staging / C.USERS_DIR,
             )
             names = T.item_names(valid.select(S.ITEM_KEY_RAW, S.ITEM_NAME_RAW, S.TS_US, S.SEQ))
             items = T.build_items(kept, names).cache()
-            io.write_parquet(items.repartition(1).sortWithinPartitions(C.ITEM_ID), staging / C.ITEMS_DIR)
+            io.write_parquet(items.coalesce(1).sortWithinPartitions(C.ITEM_ID), staging / C.ITEMS_DIR)
         with progress.phase("write train and test"):
             _write_events(spark, T.build_events(kept, users, items), staging, work)
         with progress.phase("stats"):
             stats = _stats(counts, labeled, n_items=items.count())
-        for df in (offsets, users, items):
+        for df in (users, items):
             df.unpersist()
         stats.update(
             format=fmt,

@@ -4,7 +4,7 @@ The steps, in order:
 
 1. :func:`parse_text_lines` / :func:`parse_rows` turn raw lines (or Parquet rows) into keys and an
    exact microsecond time, with a quarantine ``reason`` for every malformed row (:data:`REASONS`).
-2. :func:`block_offsets` + :func:`number_rows` give every row its 1-based line number within its file
+2. :func:`block_sizes`, :func:`block_offsets` and :func:`number_rows` give every row its 1-based line number within its file
    and a ``seq`` that orders rows by (file, line): the tie-breaker for equal times.
 3. :func:`mark_excluded` flags valid events after the end of the run date.
 4. :func:`sessionize` applies the rules of SPEC §3 in their order and labels every event with its
@@ -62,12 +62,12 @@ FATE = "fate"
 N_SESSIONS = "n_sessions"  # sessions of the user after rule 4
 IS_TRAIN = "is_train"
 EXCLUDED = "excluded"  # valid event after the end of the run date
-LINE_OFFSET = "line_offset"
 FIRST_ROW = "first_row"
 
 SEQ_FILE_SHIFT = 2**40  # seq = file_idx * 2**40 + line_number: up to ~1e12 lines per file
 MAX_EPOCH_SECONDS = 253402300799.0  # 9999-12-31T23:59:59Z, the largest Spark timestamp we accept
 # ISO-8601 date and time, optional seconds, fraction and zone (a missing zone means UTC).
+NUMERIC_RE = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)$"
 ISO_8601_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
 
 
@@ -149,10 +149,8 @@ def _is_blank(c: Column) -> Column:
     return c.isNull() | (F.trim(c) == "")
 
 
-def _time_checks(time_raw: Column, time_kind: str) -> tuple[Column, Column]:
-    """(reason or null, microseconds since the epoch or null) for a time string."""
-    text = F.trim(time_raw)
-    seconds = text.try_cast("double")
+def _time_checks(seconds: Column, iso_ts: Column, time_kind: str) -> tuple[Column, Column]:
+    """(reason or null, microseconds since the epoch or null) from a time string's two readings."""
     epoch_reason = (
         F.when(seconds.isNull(), F.lit(UNPARSABLE_TIMESTAMP))
         .when(F.isnan(seconds) | (F.abs(seconds) == float("inf")), F.lit(NON_FINITE_TIMESTAMP))
@@ -161,7 +159,6 @@ def _time_checks(time_raw: Column, time_kind: str) -> tuple[Column, Column]:
     )
     # Guarded by the reason: casting NaN or a huge double to long fails under ANSI mode.
     epoch_us = F.when(epoch_reason.isNull(), F.round(seconds * 1_000_000).cast("long"))
-    iso_ts = F.when(text.rlike(ISO_8601_RE), text.try_cast("timestamp"))
     iso_us = F.unix_micros(iso_ts)
     iso_reason = F.when(iso_ts.isNull(), F.lit(UNPARSABLE_TIMESTAMP)).when(
         iso_us < 0, F.lit(NEGATIVE_TIMESTAMP)
@@ -177,47 +174,45 @@ def _time_checks(time_raw: Column, time_kind: str) -> tuple[Column, Column]:
     )
 
 
-def _validated(
-    df: DataFrame,
-    *,
-    user: Column,
-    item: Column,
-    name: Column,
-    time_raw: Column,
-    time_kind: str,
-    utf8_ok: Column,
-    well_formed: Column,
-    raw_record: Column,
-) -> DataFrame:
-    time_reason, ts_us = _time_checks(time_raw, time_kind)
+_KEEP = [S.FILE_IDX, S.BLOCK_START, S.ROW_IN_BLOCK]
+
+
+def _validated(fields: DataFrame, time_kind: str) -> DataFrame:
+    """Checks and typed time for rows of ``_user, _item, _name, _time, _utf8_ok, _well_formed, _raw``.
+
+    Each stage is its own projection so that Spark computes every intermediate value once per row;
+    each time string is only read the ways its kind allows (a failing cast is costly).
+    """
+    text = F.col("_text")
+    seconds = text.try_cast("double")
+    if time_kind == "auto":
+        seconds = F.when(text.rlike(NUMERIC_RE), seconds)
+    iso = F.when(text.rlike(ISO_8601_RE), text.try_cast("timestamp"))
+    if time_kind == "auto":
+        iso = F.when(F.col("_seconds").isNull(), iso)
+    df = fields.select(
+        *_KEEP, "_user", "_item", "_name", "_utf8_ok", "_well_formed", "_raw", F.trim("_time").alias("_text")
+    )
+    df = df.select("*", (seconds if time_kind != "iso" else F.lit(None).cast("double")).alias("_seconds"))
+    df = df.select("*", (iso if time_kind != "epoch" else F.lit(None).cast("timestamp")).alias("_iso"))
+    time_reason, ts_us = _time_checks(F.col("_seconds"), F.col("_iso"), time_kind)
     reason = (
-        F.when(~utf8_ok, F.lit(INVALID_UTF8))
-        .when(~well_formed, F.lit(WRONG_COLUMN_COUNT))
-        .when(_is_blank(user), F.lit(EMPTY_USER))
-        .when(_is_blank(item), F.lit(EMPTY_ITEM))
+        F.when(~F.col("_utf8_ok"), F.lit(INVALID_UTF8))
+        .when(~F.col("_well_formed"), F.lit(WRONG_COLUMN_COUNT))
+        .when(_is_blank(F.col("_user")), F.lit(EMPTY_USER))
+        .when(_is_blank(F.col("_item")), F.lit(EMPTY_ITEM))
         .otherwise(time_reason)
     )
+    df = df.select(*_KEEP, "_user", "_item", "_name", "_raw", reason.alias(C.REASON), ts_us.alias("_ts"))
     good = F.col(C.REASON).isNull()
     return df.select(
-        S.FILE_IDX,
-        S.BLOCK_START,
-        S.ROW_IN_BLOCK,
-        user.alias(S.USER_KEY_RAW),
-        item.alias(S.ITEM_KEY_RAW),
-        name.alias(S.ITEM_NAME_RAW),
-        ts_us.alias(S.TS_US),
-        raw_record.alias(C.RAW_RECORD),
-        reason.alias(C.REASON),
-    ).select(
-        S.FILE_IDX,
-        S.BLOCK_START,
-        S.ROW_IN_BLOCK,
-        F.when(good, F.col(S.USER_KEY_RAW)).alias(S.USER_KEY_RAW),
-        F.when(good, F.col(S.ITEM_KEY_RAW)).alias(S.ITEM_KEY_RAW),
-        F.when(good, F.col(S.ITEM_NAME_RAW)).alias(S.ITEM_NAME_RAW),
-        F.when(good, F.col(S.TS_US)).alias(S.TS_US),
+        *_KEEP,
+        F.when(good, F.col("_user")).alias(S.USER_KEY_RAW),
+        F.when(good, F.col("_item")).alias(S.ITEM_KEY_RAW),
+        F.when(good, F.col("_name")).alias(S.ITEM_NAME_RAW),
+        F.when(good, F.col("_ts")).alias(S.TS_US),
         # The raw line is kept for quarantined rows only, repaired so it can be stored as UTF-8.
-        F.when(~good, F.make_valid_utf8(C.RAW_RECORD)).alias(C.RAW_RECORD),
+        F.when(~good, F.make_valid_utf8("_raw")).alias(C.RAW_RECORD),
         C.REASON,
     )
 
@@ -227,29 +222,36 @@ def parse_text_lines(lines: DataFrame, layout: TextLayout) -> DataFrame:
 
     Fields are split on the literal delimiter (no quoting rules beyond ``strip_quotes``).
     """
-    value = F.col("value")
-    parts = F.split(value, "\\Q" + layout.delimiter + "\\E", -1)
+    split = lines.select(
+        *_KEEP,
+        F.col("value").alias("_raw"),
+        F.split("value", "\\Q" + layout.delimiter + "\\E", -1).alias("_parts"),
+        F.is_valid_utf8("value").alias("_utf8_ok"),
+    )
 
     def field_at(pos: int) -> Column:
-        raw = F.try_element_at(parts, F.lit(pos + 1))
+        raw = F.try_element_at(F.col("_parts"), F.lit(pos + 1))
         return F.regexp_replace(raw, r'^"(.*)"$', "$1") if layout.strip_quotes else raw
 
-    item = field_at(layout.item_pos)
+    fields = split.select(
+        *_KEEP,
+        "_raw",
+        "_utf8_ok",
+        (F.size("_parts") == layout.n_columns).alias("_well_formed"),
+        field_at(layout.user_pos).alias("_user"),
+        field_at(layout.item_pos).alias("_item"),
+        field_at(layout.time_pos).alias("_time"),
+        (field_at(layout.name_pos) if layout.name_pos is not None else F.lit(None)).alias("_name"),
+        (field_at(layout.item_fallback_pos) if layout.item_fallback_pos is not None else F.lit(None)).alias(
+            "_alt"
+        ),
+    )
+    item = F.col("_item")
     if layout.item_fallback_pos is not None:
         # e.g. Last.fm: the artist name stands in for a missing MBID (never one shared empty item).
-        item = F.when(_is_blank(item), field_at(layout.item_fallback_pos)).otherwise(item)
-    name = field_at(layout.name_pos) if layout.name_pos is not None else item
-    return _validated(
-        lines,
-        user=field_at(layout.user_pos),
-        item=item,
-        name=name,
-        time_raw=field_at(layout.time_pos),
-        time_kind=layout.time_kind,
-        utf8_ok=F.is_valid_utf8(value),
-        well_formed=F.size(parts) == layout.n_columns,
-        raw_record=value,
-    )
+        item = F.when(_is_blank(item), F.col("_alt")).otherwise(item)
+    name = F.col("_name") if layout.name_pos is not None else item
+    return _validated(fields.withColumn("_item", item).withColumn("_name", name), layout.time_kind)
 
 
 def parse_rows(
@@ -259,53 +261,72 @@ def parse_rows(
 
     Every data column is compared as a string, so numeric ids and native timestamps work as well.
     """
-    data_cols = [c for c in rows.columns if c not in (S.FILE_IDX, S.BLOCK_START, S.ROW_IN_BLOCK)]
+    data_cols = [c for c in rows.columns if c not in _KEEP]
     as_text = {c: F.col(c).cast("string") for c in {user_col, item_col, time_col, name_col} if c}
     utf8_ok = F.lit(True)
     for c in as_text.values():
         utf8_ok = utf8_ok & F.coalesce(F.is_valid_utf8(c), F.lit(True))
-    item = as_text[item_col]
-    return _validated(
-        rows,
-        user=as_text[user_col],
-        item=item,
-        name=as_text[name_col] if name_col else item,
-        time_raw=as_text[time_col],
-        time_kind="auto",
-        utf8_ok=utf8_ok,
-        well_formed=F.lit(True),
-        raw_record=F.to_json(F.struct(*[F.col(c) for c in data_cols])),
+    fields = rows.select(
+        *_KEEP,
+        as_text[user_col].alias("_user"),
+        as_text[item_col].alias("_item"),
+        (as_text[name_col] if name_col else as_text[item_col]).alias("_name"),
+        as_text[time_col].alias("_time"),
+        utf8_ok.alias("_utf8_ok"),
+        F.lit(True).alias("_well_formed"),
+        F.to_json(F.struct(*[F.col(c) for c in data_cols])).alias("_raw"),
     )
+    return _validated(fields, "auto")
 
 
 # --------------------------------------------------------------------------------------------------
 # 2. line numbers
 # --------------------------------------------------------------------------------------------------
-def block_offsets(parsed: DataFrame) -> DataFrame:
-    """Per (file_idx, block_start): the number of lines of the file before the block and its first row id.
-
-    Small (one row per file split); meant to be broadcast into :func:`number_rows`.
-    """
-    blocks = parsed.groupBy(S.FILE_IDX, S.BLOCK_START).agg(
+def block_sizes(parsed: DataFrame) -> DataFrame:
+    """Per (file_idx, block_start): its number of rows and its first row id. Small (one row per file split)."""
+    return parsed.groupBy(S.FILE_IDX, S.BLOCK_START).agg(
         F.count(F.lit(1)).alias("n"), F.min(S.ROW_IN_BLOCK).alias(FIRST_ROW)
     )
-    before = Window.partitionBy(S.FILE_IDX).orderBy(S.BLOCK_START).rowsBetween(Window.unboundedPreceding, -1)
-    return blocks.select(
-        S.FILE_IDX,
-        S.BLOCK_START,
-        FIRST_ROW,
-        F.coalesce(F.sum("n").over(before), F.lit(0)).cast("long").alias(LINE_OFFSET),
-    )
 
 
-def number_rows(parsed: DataFrame, offsets: DataFrame) -> DataFrame:
-    """Add ``line_number`` (1-based within the file) and ``seq`` (file, then line) to parsed rows."""
-    line = F.col(LINE_OFFSET) + F.col(S.ROW_IN_BLOCK) - F.col(FIRST_ROW) + 1
+def block_offsets(sizes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """(file_idx, block_start, first_row, lines of the file before the block) from collected block sizes.
+
+    ``sizes`` holds (file_idx, block_start, n, first_row) rows of :func:`block_sizes`; the result is
+    meant for :func:`number_rows`.
+    """
+    offsets, before, current = [], 0, None
+    for file_idx, block_start, n, first_row in sorted(sizes):
+        if file_idx != current:
+            before, current = 0, file_idx
+        offsets.append((file_idx, block_start, first_row, before))
+        before += n
+    return offsets
+
+
+def lookup(pairs: dict, key: Column) -> Column:
+    """Value of ``key`` in a small literal map (a plan constant: no join, no broadcast job)."""
+    if not pairs:
+        return F.lit(None)
+    entries = []
+    for k, v in pairs.items():
+        entries += [F.lit(k), F.lit(v)]
+    return F.element_at(F.create_map(*entries), key)
+
+
+def number_rows(parsed: DataFrame, offsets: list[tuple[int, int, int, int]]) -> DataFrame:
+    """Add ``line_number`` (1-based within the file) and ``seq`` (file, then line) to parsed rows.
+
+    ``offsets`` comes from :func:`block_offsets`.
+    """
+    block = F.concat_ws(":", S.FILE_IDX, S.BLOCK_START)
+    first_row = lookup({f"{f}:{b}": first for f, b, first, _ in offsets}, block)
+    before = lookup({f"{f}:{b}": n for f, b, _, n in offsets}, block)
+    line = before.cast("long") + F.col(S.ROW_IN_BLOCK) - first_row.cast("long") + 1
     return (
-        parsed.join(F.broadcast(offsets), [S.FILE_IDX, S.BLOCK_START])
-        .withColumn(C.LINE_NUMBER, line)
-        .withColumn(S.SEQ, F.col(S.FILE_IDX).cast("long") * SEQ_FILE_SHIFT + line)
-        .drop(LINE_OFFSET, FIRST_ROW, S.BLOCK_START, S.ROW_IN_BLOCK)
+        parsed.withColumn(C.LINE_NUMBER, line)
+        .withColumn(S.SEQ, F.col(S.FILE_IDX).cast("long") * SEQ_FILE_SHIFT + F.col(C.LINE_NUMBER))
+        .drop(S.BLOCK_START, S.ROW_IN_BLOCK)
     )
 
 
@@ -345,10 +366,14 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
         S.USER_KEY_RAW, S.ITEM_KEY_RAW, S.TS_US, S.SEQ, starts.alias("_start"), repeat.alias("_repeat")
     ).withColumn(RAW_SESSION, (F.sum(F.col("_start").cast("int")).over(running) - 1).cast("int"))
 
-    # Rules 3 and 4 on what is left of each session after rule 2 (repeats get their own window partition).
-    in_session = Window.partitionBy(user, RAW_SESSION, "_repeat")
-    pos = F.row_number().over(in_session.orderBy(ts, seq)) - 1
-    df = df.withColumn("_pos", pos).withColumn("_len", F.count(F.lit(1)).over(in_session))
+    # Rules 3 and 4 on what is left of each session after rule 2: positions and lengths count the
+    # non-repeats. Ordered by (user, raw_session, time): what the next window needs too, so one sort.
+    in_session = Window.partitionBy(user, RAW_SESSION)
+    nonrep = (~F.col("_repeat")).cast("int")
+    pos = F.sum(nonrep).over(
+        in_session.orderBy(ts, seq).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
+    df = df.withColumn("_pos", (pos - 1).cast("int")).withColumn("_len", F.sum(nonrep).over(in_session))
     chunk = F.floor(F.col("_pos") / L)
     chunk_len = F.least(F.lit(L), F.col("_len") - chunk * L)
     fate = (
@@ -359,22 +384,26 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
     )
     df = df.withColumn("_fate4", fate).withColumn("_chunk", chunk.cast("int"))
 
-    # Sessions after rule 4 = chunks; index, gap and count over the user's surviving events in time order.
+    # Sessions after rule 4 = chunks; index, gap and count over the user's surviving events in time
+    # order (raw_session first in the ordering only to reuse the sort above; it follows time anyway).
     kept4 = F.col("_fate4").isNull()
-    survivors = Window.partitionBy(user, "_fate4").orderBy(ts, seq)
-    survivors_running = survivors.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    in_user = Window.partitionBy(user).orderBy(RAW_SESSION, ts, seq)
+    so_far = in_user.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     chunk_start = kept4 & (F.col("_pos") % L == 0)
     df = df.withColumn(
-        C.SESSION_INDEX, (F.sum(chunk_start.cast("int")).over(survivors_running) - 1).cast("int")
-    ).withColumn("_prev_kept_ts", F.lag(ts).over(survivors))
+        C.SESSION_INDEX, (F.sum(chunk_start.cast("int")).over(so_far) - 1).cast("int")
+    ).withColumn(
+        "_prev_kept_ts",
+        F.last(F.when(kept4, ts), ignorenulls=True).over(in_user.rowsBetween(Window.unboundedPreceding, -1)),
+    )
     is_cont = F.col("_chunk") > 0
     # Gap at a session's first event, carried to the session's other events (continuations: 0).
     start_gap = F.when(chunk_start & is_cont, F.lit(0.0)).when(
         chunk_start, (ts - F.col("_prev_kept_ts")) / 1_000_000.0
     )
-    n_sessions = F.max(C.SESSION_INDEX).over(Window.partitionBy(user, "_fate4")) + 1
+    n_sessions = F.max(F.when(kept4, F.col(C.SESSION_INDEX))).over(Window.partitionBy(user)) + 1
     df = df.withColumn("_start_gap", start_gap).withColumn(N_SESSIONS, n_sessions.cast("int"))
-    gap = F.last("_start_gap", ignorenulls=True).over(survivors_running)
+    gap = F.last("_start_gap", ignorenulls=True).over(so_far)
 
     # Rule 5 (users with too few sessions) and rule 6 (train/test by session index).
     final_fate = F.coalesce(
