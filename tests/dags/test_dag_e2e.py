@@ -27,8 +27,12 @@ CONF = {"dataset": "tiny", "format": "lastfm", "epochs": 1, "item_embedding": 8,
 
 
 @pytest.fixture(scope="module")
-def nightly(airflow_db, tmp_path_factory):
-    """(dag, THRNN_HOME, raw input) with THRNN_HOME in a temp folder."""
+def nightly(airflow_db, spark, tmp_path_factory):
+    """(dag, THRNN_HOME, raw input) with THRNN_HOME in a temp folder.
+
+    The suite's Spark session is started first: the sessionize task reuses the active session (and
+    leaves it running) instead of starting a second JVM.
+    """
     from jobs.synthesize import generate
 
     home = tmp_path_factory.mktemp("thrnn-home")

@@ -3,7 +3,9 @@
 # there, hand the data folder and log file to the "postgres" user and run pg_ctl as that user.
 set -euo pipefail
 real="${THRNN_REAL_PG_CTL:-$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | tail -1)}"
-if [ "$(id -u)" != "0" ]; then exec "$real" "$@"; fi
+# setsid: the server gets its own session, so signals sent to the test run's process group (by the
+# code under test, e.g. when a task ends) never reach it
+if [ "$(id -u)" != "0" ]; then exec setsid -w "$real" "$@"; fi
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
   case "${args[$i]}" in
@@ -17,4 +19,4 @@ for ((i = 0; i < ${#args[@]}; i++)); do
       ;;
   esac
 done
-exec runuser -u postgres -- "$real" "$@"
+exec setsid -w runuser -u postgres -- "$real" "$@"

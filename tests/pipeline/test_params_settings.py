@@ -71,6 +71,9 @@ def test_settings_from_env_and_run_paths(tmp_path):
     with pytest.raises(ValueError):
         s.run_paths("lastfm", "2026-01-02/../../x")
     assert registered_model_name("reddit") == "thrnn-reddit"
+    assert s.artifact_root == (tmp_path / "mlartifacts").as_uri()
+    remote = PipelineSettings.from_env({"THRNN_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://mlflow:5000"})
+    assert (remote.tracking_uri, remote.artifact_root) == ("http://mlflow:5000", "")  # the server decides
 
 
 def test_default_home_is_var_and_passwords_are_redacted():

@@ -102,14 +102,16 @@ def setup_mlflow(tracking_uri: str):  # noqa: ANN201 - MlflowClient
 
 
 def ensure_experiment(name: str, artifact_root: str) -> str:
-    """Experiment id of ``name``, created with its artifacts under ``artifact_root`` when missing."""
+    """Experiment id of ``name``, created with its artifacts under ``artifact_root`` when missing
+    (empty ``artifact_root``: the tracking server's default)."""
     import mlflow
 
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     try:
-        return mlflow.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}")
+        location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
+        return mlflow.create_experiment(name, artifact_location=location)
     except Exception:  # created concurrently by another task
         exp = mlflow.get_experiment_by_name(name)
         if exp is None:

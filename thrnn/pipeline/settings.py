@@ -128,7 +128,12 @@ class PipelineSettings:
 
     @property
     def artifact_root(self) -> str:
-        return self.mlflow_artifact_root or (self.home / "mlartifacts").as_uri()
+        """Artifact location of new experiments; empty for a tracking server (it decides, and proxies)."""
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return ""
+        return (self.home / "mlartifacts").as_uri()
 
     @property
     def warehouse(self) -> str:
