@@ -206,34 +206,43 @@ def train_and_evaluate(data_dir: Path, run_dir: Path, model: str, preset: str, s
 
 
 def tune(ds: Dataset, val_dir: Path, work: Path, seed: int, device: str,
-         base: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+         base: dict[str, dict[str, Any]], models: tuple[str, ...] = NEURAL) -> dict[str, dict[str, Any]]:
     """Pick overrides per neural model on the validation split (stage 1 Recall@20, stage 2 THRNN MAE)."""
     from thrnn.config import config_for
 
     chosen: dict[str, dict[str, Any]] = {}
     trials: dict[str, list[dict[str, Any]]] = {}
-    for model in NEURAL:
-        best, best_score = {}, -math.inf
+    best_metrics: dict[str, dict[str, Any]] = {}
+
+    def trial(model: str, name: str, ov: dict[str, Any]) -> dict[str, Any]:
+        m = train_and_evaluate(val_dir, work / f"tune-{name}", model, ds.preset, seed, device, ov)
+        trials.setdefault(model, []).append({"overrides": ov, "val_recall@20": m["recall@20"],
+                                             "val_mae_hours": m.get("mae_hours")})
+        log.info("tune %s %s %s: val recall@20 %.4f, MAE %s", ds.name, model, ov, m["recall@20"],
+                 m.get("mae_hours"))
+        return m
+
+    for model in models:
+        best_score = -math.inf
         for i, grid in enumerate(RANKING_GRID[model]):
             if grid.get("dropout") == "flip":
                 preset = config_for(ds.preset, model, **base[model]).dropout
                 grid = {**grid, "dropout": 0.2 if preset == 0 else 0.0}
             ov = {**base[model], **grid}
-            m = train_and_evaluate(val_dir, work / f"tune-{model}-{i}", model, ds.preset, seed, device, ov)
-            trials.setdefault(model, []).append({"overrides": ov, "val_recall@20": m["recall@20"],
-                                                 "val_mae_hours": m.get("mae_hours")})
-            log.info("tune %s %s %s: val recall@20 %.4f", ds.name, model, ov, m["recall@20"])
+            m = trial(model, f"{model}-{i}", ov)
             if m["recall@20"] > best_score:
-                best, best_score = ov, m["recall@20"]
-        chosen[model] = best
-    best_mae, best_ov = math.inf, chosen["thrnn"]
-    for i, grid in enumerate(TIME_GRID):
-        ov = {**chosen["thrnn"], **grid}
-        m = train_and_evaluate(val_dir, work / f"tune-thrnn-time-{i}", "thrnn", ds.preset, seed, device, ov)
-        trials["thrnn"].append({"overrides": ov, "val_recall@20": m["recall@20"], "val_mae_hours": m["mae_hours"]})
-        if m["mae_hours"] is not None and m["mae_hours"] < best_mae:
-            best_mae, best_ov = m["mae_hours"], ov
-    chosen["thrnn"] = best_ov
+                chosen[model], best_metrics[model], best_score = ov, m, m["recall@20"]
+    if "thrnn" in models:
+        current = config_for(ds.preset, "thrnn", **chosen["thrnn"]).gap_exponent
+        best_ov, best_mae = chosen["thrnn"], best_metrics["thrnn"]["mae_hours"]
+        for i, grid in enumerate(TIME_GRID):
+            if grid.get("gap_exponent") == current:
+                continue  # already trained in stage 1
+            ov = {**chosen["thrnn"], **grid}
+            m = trial("thrnn", f"thrnn-time-{i}", ov)
+            if m["mae_hours"] is not None and m["mae_hours"] < best_mae:
+                best_ov, best_mae = ov, m["mae_hours"]
+        chosen["thrnn"] = best_ov
     chosen["_trials"] = trials  # type: ignore[assignment]
     return chosen
 
@@ -382,8 +391,8 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, work: Path) -> dict[str, 
     if args.tune:
         val_dir = work / "splits" / f"{ds.name}-validation"
         validation_split(split, val_dir)
-        tuned = tune(ds, val_dir, work / "runs" / ds.name, args.seeds[0], args.device, base)
-        base = {m: tuned[m] for m in NEURAL}
+        tuned = tune(ds, val_dir, work / "runs" / ds.name, args.seeds[0], args.device, base, tuple(args.models))
+        base.update({m: tuned[m] for m in args.models})
     per_seed: dict[str, list[dict[str, Any]]] = {}
     for model in args.models:
         for seed in args.seeds:
