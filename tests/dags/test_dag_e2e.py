@@ -144,6 +144,7 @@ def test_nightly_end_to_end(nightly):
     assert run2["model_version"] == 2 and run2["champion_version_before"] == 1
     assert run2["scored_with_version"] == (2 if run2["promoted"] else 1)
     assert ("not worse" in run2["decision"]) == bool(run2["promoted"])
+    assert "both on tonight's split" in run2["decision"]  # v1 re-scored on night 2's test events
     nights = wh.query("SELECT run_date, COUNT(*) AS n FROM recommendations GROUP BY run_date ORDER BY run_date")
     assert [pd.Timestamp(d).date() for d in nights["run_date"]] == [D1, D2]
     latest = wh.query("SELECT DISTINCT run_date FROM latest_churn_risk")

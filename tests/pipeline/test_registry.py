@@ -118,3 +118,15 @@ def test_registry_gate_end_to_end(client):
     assert (forced["promoted"], forced["champion_after"]) == (True, 4)
     assert mlflow.pyfunc.load_model("models:/thrnn-demo@champion").predict(
         pd.DataFrame({"x": [0]}))["score"].tolist() == [4.0]
+
+    # the gate prefers a head-to-head on tonight's split when it is about the current champion ...
+    versus = {"champion_version": 4, "new": {"recall@20": 0.5, "mae_hours": 1.0},
+              "champion": {"recall@20": 0.4, "mae_hours": 2.0}, "test_events": 10}
+    n5 = _night(client, "2026-01-05", {"recall@20": 0.0, "mae_hours": 2000.0}, 5.0, head_to_head=versus)
+    assert (n5["version"], n5["promoted"], n5["champion_after"]) == (5, True, 5)
+    assert n5["reason"].endswith("[both on tonight's split, 10 test events]")
+    # ... and ignores one about another version (v5 is champion now: recorded MAE 2000 < 2500)
+    n6 = _night(client, "2026-01-06", {"recall@20": 0.0, "mae_hours": 2500.0}, 6.0, head_to_head=versus)
+    assert (n6["promoted"], n6["champion_after"]) == (False, 5)
+    assert "mae_hours 2500.00 > champion 2000.00" in n6["reason"]
+    assert n6["reason"].endswith("[champion's recorded metrics, its own night]")

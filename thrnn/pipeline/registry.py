@@ -178,11 +178,16 @@ def register_and_gate(
     mae_tolerance: float = 0.0,
     force: bool = False,
     log_model: Any = None,
+    head_to_head: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Register tonight's model (or reuse the version of an identical earlier attempt) and apply the gate.
 
     ``log_model`` (called with no argument, returns a model URI) is only called when no version exists
-    for this night and fingerprint, so a re-run of the same night registers nothing new. Returns
+    for this night and fingerprint, so a re-run of the same night registers nothing new.
+    ``head_to_head`` (``{"champion_version", "new", "champion", "test_events"}``: both models' metrics
+    on the same events of tonight's split) is what the gate compares when it is about the current
+    champion; otherwise the gate compares with the champion's recorded metrics (another night's test
+    split). Returns
     ``{"version", "reused", "promoted", "reason", "champion_before", "champion_after"}``.
     """
     import mlflow
@@ -207,9 +212,15 @@ def register_and_gate(
         champ_date = None
         if before is not None and (before.tags or {}).get(TAG_RUN_DATE):
             champ_date = dt.date.fromisoformat(before.tags[TAG_RUN_DATE])
+        new_m, old_m, basis = metrics, version_metrics(before) if before is not None else None, ""
+        if head_to_head and before_v is not None and head_to_head.get("champion_version") == before_v:
+            new_m, old_m = head_to_head["new"], head_to_head["champion"]
+            basis = f" [both on tonight's split, {head_to_head.get('test_events')} test events]"
+        elif before is not None:
+            basis = " [champion's recorded metrics, its own night]"
         decision = decide(
-            metrics,
-            version_metrics(before) if before is not None else None,
+            new_m,
+            old_m,
             champion_version=before_v,
             recall_tolerance=recall_tolerance,
             mae_tolerance=mae_tolerance,
@@ -217,6 +228,8 @@ def register_and_gate(
             new_run_date=run_date,
             champion_run_date=champ_date,
         )
+        if basis and not decision.reason.startswith(("forced", "backfill")):
+            decision = GateDecision(decision.promote, decision.reason + basis, decision.champion_version)
         if decision.promote:
             client.set_registered_model_alias(model_name, CHAMPION, str(version))
         client.set_model_version_tag(model_name, str(version), "gate", decision.reason[:5000])

@@ -233,6 +233,51 @@ def _training_curves(history: Any, path: Path) -> Path | None:
     return path
 
 
+def head_to_head(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any] | None:
+    """Tonight's model and the current champion on the same events of tonight's test split.
+
+    The champion may come from an earlier night with other dense ids, so both models see tonight's
+    history restricted to the users and items the champion knows, each in its own ids. None when
+    there is no champion or nothing in common (the gate then uses the champion's recorded metrics).
+    """
+    import mlflow
+
+    from thrnn.checkpoint import load_run
+    from thrnn.device import resolve_device
+    from thrnn.evaluate import metrics_from_predictions
+    from thrnn.inference import predict_test
+    from thrnn.io import read_split
+
+    from . import registry
+    from .pyfunc import history_from_split, split_in_model_space
+
+    paths = settings.run_paths(params.dataset, run_date)
+    name = registered_model_name(params.dataset)
+    client = registry.setup_mlflow(settings.tracking_uri)
+    champ = registry.champion_version(client, name)
+    if champ is None:
+        return None
+    try:
+        wrapper = mlflow.pyfunc.load_model(f"models:/{name}/{champ.version}").unwrap_python_model()
+        split = read_split(paths.data)
+        history = history_from_split(split)
+        common = history[history[C.USER_KEY].isin(wrapper.users[C.USER_KEY])
+                         & history[C.ITEM_KEY].isin(wrapper.items[C.ITEM_KEY])]
+        champ_split, _ = split_in_model_space(common, wrapper.items, wrapper.users)
+        new_split, _ = split_in_model_space(common, split.items, split.users)
+        if champ_split.test.empty:
+            return None
+        device = resolve_device(settings.device)
+        new_model, new_cfg = load_run(paths.train, device=device)
+        new = metrics_from_predictions(predict_test(new_model, new_split, new_cfg, device=device))
+        old = metrics_from_predictions(predict_test(wrapper.model, champ_split, wrapper.cfg, device=device))
+    except Exception:  # the gate falls back to recorded metrics; never lose the night over this
+        log.exception("head-to-head with champion v%s failed; the gate uses its recorded metrics", champ.version)
+        return None
+    return {"champion_version": int(champ.version), "test_events": len(champ_split.test),
+            "new": {k: new.get(k) for k in GATE_KEYS}, "champion": {k: old.get(k) for k in GATE_KEYS}}
+
+
 def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
     """Evaluate THRNN and the baselines on the test split; report + plots to MLflow."""
     paths = settings.run_paths(params.dataset, run_date)
@@ -262,7 +307,11 @@ def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
                 mlflow.log_metrics({f"baseline.{name}.{_mlflow_key(k)}": v for k, v in _numeric(m).items()})
             mlflow.log_artifacts(str(paths.evaluation), "evaluation")
         headline = {k: metrics.get(k) for k in GATE_KEYS}
-        return {"metrics": headline, "baselines": sorted(baselines)}
+        versus = head_to_head(settings, params, run_date)
+        if versus is not None:
+            with mlflow.start_run(run_id=trained["mlflow_run_id"]):
+                mlflow.log_dict(versus, "evaluation/champion_head_to_head.json")
+        return {"metrics": headline, "baselines": sorted(baselines), "champion_head_to_head": versus}
 
     return save_state(paths, "evaluate", _timed(body))
 
@@ -355,6 +404,7 @@ def register(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
             mae_tolerance=params.mae_tolerance,
             force=params.force_promote,
             log_model=lambda: log_pyfunc(paths, trained["mlflow_run_id"], settings.tracking_uri),
+            head_to_head=evaluated.get("champion_head_to_head"),
         )
 
     return save_state(paths, "register", _timed(body))
