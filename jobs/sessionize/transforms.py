@@ -368,12 +368,12 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
 
     # Rules 3 and 4 on what is left of each session after rule 2: positions and lengths count the
     # non-repeats. Ordered by (user, raw_session, time): what the next window needs too, so one sort.
-    in_session = Window.partitionBy(user, RAW_SESSION)
+    # Window expressions of one spec in one select share one window operator.
+    in_session = Window.partitionBy(user, RAW_SESSION).orderBy(ts, seq)
     nonrep = (~F.col("_repeat")).cast("int")
-    pos = F.sum(nonrep).over(
-        in_session.orderBy(ts, seq).rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    )
-    df = df.withColumn("_pos", (pos - 1).cast("int")).withColumn("_len", F.sum(nonrep).over(in_session))
+    pos = F.sum(nonrep).over(in_session.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    length = F.sum(nonrep).over(in_session.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing))
+    df = df.select("*", (pos - 1).cast("int").alias("_pos"), length.alias("_len"))
     chunk = F.floor(F.col("_pos") / L)
     chunk_len = F.least(F.lit(L), F.col("_len") - chunk * L)
     fate = (
@@ -390,20 +390,27 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
     in_user = Window.partitionBy(user).orderBy(RAW_SESSION, ts, seq)
     so_far = in_user.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     chunk_start = kept4 & (F.col("_pos") % L == 0)
-    df = df.withColumn(
-        C.SESSION_INDEX, (F.sum(chunk_start.cast("int")).over(so_far) - 1).cast("int")
-    ).withColumn(
-        "_prev_kept_ts",
-        F.last(F.when(kept4, ts), ignorenulls=True).over(in_user.rowsBetween(Window.unboundedPreceding, -1)),
+    df = df.select(
+        "*",
+        (F.sum(chunk_start.cast("int")).over(so_far) - 1).cast("int").alias(C.SESSION_INDEX),
+        F.last(F.when(kept4, ts), ignorenulls=True)
+        .over(in_user.rowsBetween(Window.unboundedPreceding, -1))
+        .alias("_prev_kept_ts"),
     )
     is_cont = F.col("_chunk") > 0
     # Gap at a session's first event, carried to the session's other events (continuations: 0).
     start_gap = F.when(chunk_start & is_cont, F.lit(0.0)).when(
         chunk_start, (ts - F.col("_prev_kept_ts")) / 1_000_000.0
     )
-    n_sessions = F.max(F.when(kept4, F.col(C.SESSION_INDEX))).over(Window.partitionBy(user)) + 1
-    df = df.withColumn("_start_gap", start_gap).withColumn(N_SESSIONS, n_sessions.cast("int"))
-    gap = F.last("_start_gap", ignorenulls=True).over(so_far)
+    whole_user = in_user.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    n_sessions = F.max(F.when(kept4, F.col(C.SESSION_INDEX))).over(whole_user) + 1
+    df = df.withColumn("_start_gap", start_gap)
+    df = df.select(
+        "*",
+        n_sessions.cast("int").alias(N_SESSIONS),
+        F.last("_start_gap", ignorenulls=True).over(so_far).alias("_gap"),
+    )
+    gap = F.col("_gap")
 
     # Rule 5 (users with too few sessions) and rule 6 (train/test by session index).
     final_fate = F.coalesce(
