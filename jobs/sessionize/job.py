@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -405,8 +405,3 @@ def _stats(counts: dict[str, Any], labeled: DataFrame, n_items: int) -> dict[str
     if sessions == 0:
         raise SessionizeError("no sessions are left after the rules; nothing to train on")
     return stats
-
-
-def option_fields() -> list[Any]:
-    """Fields of :class:`EventsOptions` (for the CLI)."""
-    return list(fields(EventsOptions))
