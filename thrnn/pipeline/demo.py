@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--events", type=int, default=20000, help="events in the generated raw log")
     p.add_argument("--users", type=int, default=120, help="users in the generated raw log")
-    p.add_argument("--days", type=int, default=60, help="days the generated log spans, from 2026-01-01")
+    p.add_argument("--days", type=int, default=47,
+                   help="days the generated log spans, from 2026-01-01; ending it just after the first nights "
+                        "keeps most users (light users first appear late in the window)")
     p.add_argument("--first-night", type=dt.date.fromisoformat, default=START + dt.timedelta(days=45),
                    help="run date of the first night (later runs take the next day)")
     p.add_argument("--run-date", type=dt.date.fromisoformat, default=None,
