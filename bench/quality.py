@@ -331,7 +331,9 @@ def markdown(results: dict[str, Any]) -> str:
                   f"Command: `{d.get('command', results['command'])}`", "",
                   f"Seeds: {', '.join(map(str, seeds))}; hyper-parameters "
                   + ("tuned on a validation split carved from train" if tuned
-                     else "from the paper's per-dataset presets (no tuning)")
+                     else "the paper's per-dataset presets"
+                     + (" with the overrides below (chosen on a validation split carved from train)"
+                        if d.get("overrides") else " (no tuning)"))
                   + (f"; wall time {d['wall_seconds'] / 60:.0f} min" if d.get("wall_seconds") else "") + ".", ""]
         head = "| model | Recall@20 | MRR@20 | first-item R@20 | MAE median (h) | MAE mean (h) | reference R@20 / MRR@20 / MAE | train s |"
         lines += [head, "|---|---|---|---|---|---|---|---|"]
@@ -352,6 +354,8 @@ def markdown(results: dict[str, Any]) -> str:
         for check, ok, detail in d["targets"]:
             mark = "n/a" if ok is None else ("met" if ok else "**missed**")
             lines.append(f"- {check}: {detail} — {mark}")
+        if d.get("overrides"):
+            lines += ["", "Overrides: " + "; ".join(f"{k} {v}" for k, v in d["overrides"].items() if v)]
         if d.get("tuned"):
             lines += ["", "Chosen on the validation split (carved from train): "
                       + "; ".join(f"{k} {v}" for k, v in d["tuned"].items() if not k.startswith("_"))]
@@ -387,6 +391,10 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, work: Path) -> dict[str, 
         results[name] = m
     log.info("%s: non-neural baselines in %.0f s", ds.name, time.perf_counter() - t0)
     base = {m: ({"epochs": args.epochs} if args.epochs else {}) | {"threads": args.threads} for m in NEURAL}
+    if args.overrides is not None:
+        chosen = json.loads(args.overrides.read_text()).get(ds.name, {})
+        for m in NEURAL:
+            base[m] = {**chosen.get(m, {}), **base[m]}  # --epochs and --threads win over the file
     tuned = None
     if args.tune:
         val_dir = work / "splits" / f"{ds.name}-validation"
@@ -410,6 +418,8 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, work: Path) -> dict[str, 
         "reference": ds.reference,
         "targets": target_checks(ds, results),
         "tuned": tuned,
+        "overrides": ({m: {k: v for k, v in base[m].items() if k != "threads"} for m in args.models}
+                      if args.overrides is not None else None),
         "seeds": args.seeds,
         "command": args.command,
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -428,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="store_true",
                    help="choose lr/dropout (by Recall@20) and THRNN's gap exponent (by MAE) on a validation "
                         "split carved from train")
+    p.add_argument("--overrides", type=Path, default=None, metavar="JSON",
+                   help="TrainConfig overrides per dataset and model, e.g. chosen with bench/tune_curves.py on "
+                        "a validation split: {\"lastfm\": {\"thrnn\": {\"item_embedding\": 200}}}")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--sessionizer", choices=("spark", "pandas"), default="spark",

@@ -61,6 +61,11 @@ class TrainConfig:
                           "(a bit above gap_upper_hours)"},
     )
     w_init: float = field(default=-0.1, metadata={"help": "initial value of the intensity slope w"})
+    tie_embeddings: bool = field(
+        default=False,
+        metadata={"help": "score next items with the item input embeddings (plus a bias) instead of a "
+                          "separate output matrix (GRU4Rec's constrained embedding)"},
+    )
     seed: int = field(default=42, metadata={"help": "seed of torch, numpy and python random"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu or cuda"})
     grad_clip: float = field(default=0.0, metadata={"help": "clip the gradient norm at this value (0 = off)"})

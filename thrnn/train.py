@@ -39,6 +39,7 @@ from thrnn.inference import item_mask, replay, time_predictions
 from thrnn.io import Split, read_split
 from thrnn.metrics import ranking_metrics, return_time_mae
 from thrnn.models import HierarchicalGRU, build_model
+from thrnn.models.hier_gru import TiedOutput
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,11 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def finalize_state(model: HierarchicalGRU, train_count: torch.Tensor) -> dict[str, torch.Tensor]:
     """State dict for ``model.pt``: input embeddings of items never seen in training (random init,
-    never updated) are replaced by the mean trained embedding, a neutral "unknown item" input."""
+    never updated) are replaced by the mean trained embedding, a neutral "unknown item" input. With tied
+    embeddings every row was trained (as an output) and is kept."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if isinstance(model.out, TiedOutput):
+        return state
     emb = state["item_emb.weight"]
     count = train_count.to(emb.device)
     trained = count > 0

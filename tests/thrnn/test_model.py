@@ -120,3 +120,36 @@ def test_padding_width_changes_neither_training_nor_scores(tmp_path, model):
             assert (preds.next_item_ranks == ref).all()
     for k in models[0]:
         assert torch.equal(models[0][k], models[1][k]), k
+
+
+def test_tied_embeddings_score_with_the_input_embeddings(tmp_path):
+    m = _model(tie_embeddings=True).eval()
+    names = {n for n, _ in m.named_parameters()}
+    assert "out.bias" in names and "out.weight" not in names and "out.embedding.weight" not in names
+    assert "out.weight" not in m.state_dict()
+    with torch.no_grad():
+        m.out.bias.copy_(torch.arange(9.0))
+    x = torch.randn(3, 8)
+    expected = x @ m.item_emb.weight[1:].t() + torch.arange(9.0)
+    torch.testing.assert_close(m.item_logits(x), expected)
+    cand = torch.tensor([1, 4, 9])
+    torch.testing.assert_close(m.item_logits(x, cand), expected[:, cand - 1])
+    # the output loss reaches the shared rows; the padding row gets no gradient
+    loss = torch.nn.functional.cross_entropy(m.item_logits(x), torch.tensor([0, 1, 2]))
+    loss.backward()
+    grad = m.item_emb.weight.grad
+    assert bool((grad[1:].abs().sum(1) > 0).all()) and bool((grad[0] == 0).all())
+
+
+def test_tied_model_trains_saves_and_reloads_identically(tmp_path):
+    split = tiny_split(n_users=5, n_items=10)
+    cfg = config_for("lastfm", "thrnn", epochs=2, item_embedding=8, batch_size=3, device="cpu", seed=3,
+                     tie_embeddings=True)
+    data = load_sessions(split)
+    train_sessions(data, tmp_path, cfg, progress=False)
+    model, cfg2 = load_run(tmp_path)
+    assert cfg2.tie_embeddings and model.out.weight.data_ptr() == model.item_emb.weight[1:].data_ptr()
+    a = predict_test(model, data, cfg2)
+    b = predict_test(load_run(tmp_path)[0], data, cfg2)
+    assert (a.next_item_ranks == b.next_item_ranks).all()
+    assert a.next_item_ranks.size == data.n_targets(data.is_test)

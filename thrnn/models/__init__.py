@@ -20,6 +20,7 @@ def build_model(cfg: TrainConfig, n_items: int, n_users: int) -> HierarchicalGRU
         context=cfg.has_context,
         temporal=cfg.has_time,
         w_init=cfg.w_init,
+        tie_embeddings=cfg.tie_embeddings,
     )
 
 

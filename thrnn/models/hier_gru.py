@@ -45,6 +45,7 @@ class HierarchicalGRU(nn.Module):
         context: bool = True,
         temporal: bool = True,
         w_init: float = -0.1,
+        tie_embeddings: bool = False,
     ) -> None:
         super().__init__()
         if n_items < 1 or n_users < 1:
@@ -56,7 +57,11 @@ class HierarchicalGRU(nn.Module):
         self.item_emb = nn.Embedding(n_items + 1, hidden, padding_idx=0)
         self.drop = nn.Dropout(dropout)
         self.intra_gru = nn.GRU(hidden, hidden, batch_first=True)
-        self.out = nn.Linear(hidden, n_items)
+        self.out: nn.Module = TiedOutput(self.item_emb) if tie_embeddings else nn.Linear(hidden, n_items)
+        if tie_embeddings:  # output-layer scale (as nn.Linear's init), not N(0, 1): logits start small
+            bound = hidden ** -0.5
+            with torch.no_grad():
+                self.item_emb.weight[1:].uniform_(-bound, bound)
         if inter:
             in_size = hidden
             if context:
@@ -170,7 +175,25 @@ class HierarchicalGRU(nn.Module):
         return list(self.time_head.parameters()) if self.temporal else []
 
 
-def _logits(layer: nn.Linear, x: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
+class TiedOutput(nn.Module):
+    """Next-item output layer that reuses the item input embeddings as its weights (rows 1..N) with its
+    own bias: the "constrained embedding" of GRU4Rec / weight tying of language models."""
+
+    def __init__(self, embedding: nn.Embedding) -> None:
+        super().__init__()
+        # A plain reference, not a submodule: the parent owns (and saves) the embedding once.
+        object.__setattr__(self, "_embedding", embedding)
+        self.bias = nn.Parameter(torch.zeros(embedding.num_embeddings - 1))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._embedding.weight[1:]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x, self.weight.t())
+
+
+def _logits(layer: nn.Module, x: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
     if candidates is None:
         return layer(x)
     idx = candidates - 1

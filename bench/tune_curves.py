@@ -1,0 +1,98 @@
+"""Validation learning curves: how a model improves with epochs under a few hyper-parameter settings.
+
+Tuning for ``bench/quality.py --overrides``: each setting trains on the *training* split minus each
+user's last ``--val-sessions`` training sessions and is scored on those held-out sessions at the
+given epochs (Recall@20, MRR@20, return-time MAE). Test sessions are never read. One JSON line per
+(setting, epoch) goes to ``--out``; the best line per model is the setting to use.
+
+    .venv/bin/python bench/tune_curves.py --model thrnn --epochs 8,16,24,32,40 \\
+        --grid '[{}, {"item_embedding": 200}, {"tie_embeddings": true}]' \\
+        --out bench/results/lastfm/tune_curves.jsonl
+
+Each setting costs about as much as one training run of the last epoch count plus one validation
+replay per checkpoint epoch; settings run one after another on one thread (``--threads``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from thrnn.config import config_for  # noqa: E402
+from thrnn.data import SessionData, load_sessions, read_jodie_tsv, sessionize_frame, user_parallel_batches  # noqa: E402
+from thrnn.device import resolve_device  # noqa: E402
+from thrnn.io import Split, read_split  # noqa: E402
+from thrnn.models import build_model  # noqa: E402
+from thrnn.train import _Trainer, seed_everything, validate  # noqa: E402
+
+JODIE = ROOT.parent / "shared" / "data" / "lastfm-1k-jodie-subset" / "lastfm_jodie_first10pct.tsv.gz"
+
+
+def curves(data: SessionData, dataset: str, model: str, grid: list[dict], checks: list[int], val_sessions: int,
+           seed: int, threads: int, device: str = "cpu"):
+    """Yield one record per (setting, checkpoint epoch) with the validation metrics."""
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(dev.type == "cpu")
+    val = data.validation_mask(val_sessions)
+    if not bool(val.any()):
+        raise ValueError("no validation sessions: every user has a single training session")
+    mask = ~data.is_test & ~val
+    for overrides in grid:
+        cfg = config_for(dataset, model, epochs=max(checks), seed=seed, device=device,
+                         val_sessions=val_sessions, **overrides)
+        seed_everything(cfg.seed)
+        net = build_model(cfg, data.n_items, data.n_users).to(dev)
+        trainer = _Trainer(net, data, cfg, dev)
+        batches = [torch.from_numpy(b) for b in user_parallel_batches(data, mask, cfg.batch_size)]
+        start = time.perf_counter()
+        for epoch in range(cfg.epochs):
+            rec = trainer.epoch(batches, epoch, progress=False)
+            if epoch + 1 in checks:
+                v = validate(net, data, cfg, val, dev)
+                yield {"model": model, "overrides": overrides, "epoch": epoch + 1, "loss": rec["loss"],
+                       "val_recall@20": v["val_recall@20"], "val_mrr@20": v["val_mrr@20"],
+                       "val_mae_hours": v.get("val_mae_hours"), "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, help="sessionize output folder (default: the LastFM-JODIE excerpt, "
+                                                "sessionized with the pandas reference at 3600 s)")
+    p.add_argument("--dataset", default="lastfm", help="preset of the paper's defaults (lastfm or reddit)")
+    p.add_argument("--model", default="thrnn", choices=("thrnn", "hrnn", "gru4rec"))
+    p.add_argument("--grid", default="[{}]", help="JSON list of TrainConfig overrides, one setting each")
+    p.add_argument("--epochs", default="8,16,24,32,40", help="comma-separated epochs to validate at")
+    p.add_argument("--val-sessions", type=int, default=10, help="held-out last training sessions per user")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
+    args = p.parse_args(argv)
+    if args.data:
+        split = read_split(args.data)
+    else:
+        split = Split(*sessionize_frame(read_jodie_tsv(str(JODIE)), 3600), {})
+    data = load_sessions(split)
+    checks = sorted({int(e) for e in args.epochs.split(",") if e})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as f:
+        for rec in curves(data, args.dataset, args.model, json.loads(args.grid), checks, args.val_sessions,
+                          args.seed, args.threads, args.device):
+            print(json.dumps(rec), flush=True)
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
