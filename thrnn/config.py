@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 MODELS = ("thrnn", "hrnn", "gru4rec")
 DEVICES = ("auto", "cpu", "cuda")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -29,6 +31,11 @@ class TrainConfig:
     batch_size: int = field(default=100, metadata={"help": "users per batch (each gives its next session)"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate of everything but the time head"})
     time_lr: float = field(default=1e-4, metadata={"help": "Adam learning rate of the time head (v, b, w)"})
+    lr_schedule: str = field(
+        default="constant",
+        metadata={"help": "constant, or cosine: both learning rates decay over the epochs as "
+                          "0.5 (1 + cos(pi e / epochs)), e = epochs done"},
+    )
     item_embedding: int = field(
         default=100, metadata={"help": "item embedding size = hidden size of both GRUs (LastFM 100, Reddit 50)"}
     )
@@ -98,6 +105,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         positive = ("epochs", "batch_size", "item_embedding", "user_embedding", "gap_embedding",
@@ -130,6 +139,12 @@ class TrainConfig:
     def has_time(self) -> bool:
         """Time head and first-item head with the joint loss; THRNN only."""
         return self.model == "thrnn"
+
+    def lr_factor(self, epoch: int) -> float:
+        """Multiplier of both learning rates during epoch ``epoch`` (0-based)."""
+        if self.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+        return 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -200,6 +215,8 @@ def add_config_arguments(parser: Any) -> None:
             parser.add_argument(flag, choices=MODELS, default=None, help=help_text)
         elif f.name == "device":
             parser.add_argument(flag, choices=DEVICES, default=None, help=help_text)
+        elif f.name == "lr_schedule":
+            parser.add_argument(flag, choices=LR_SCHEDULES, default=None, help=help_text)
         elif isinstance(f.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:

@@ -92,6 +92,7 @@ class _Trainer:
             groups.append({"params": model.time_parameters(), "lr": cfg.time_lr})
         self.optimizer = torch.optim.Adam(groups, fused=True)
         self.params = [p for g in groups for p in g["params"]]
+        self.base_lrs = [g["lr"] for g in groups]
         self.amp = cfg.amp and device.type == "cuda"
         self.sampler = torch.Generator(device=device)
 
@@ -142,6 +143,9 @@ class _Trainer:
         cfg, model = self.cfg, self.model
         seed = _epoch_seed(cfg.seed, epoch)
         seed_everything(seed)
+        factor = cfg.lr_factor(epoch)  # stateless in the epoch, so --resume needs no scheduler state
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
         self.sampler.manual_seed(seed)
         model.train()
         state = HistoryState(self.data.n_users, cfg.history_sessions, model.hidden, self.device)
@@ -184,6 +188,7 @@ class _Trainer:
             "loss_time": means[2] if model.temporal else None,
             "loss_first": means[3] if model.temporal else None,
             "w": float(model.time_head.w.detach()) if model.temporal else None,
+            "lr": self.optimizer.param_groups[0]["lr"],
             "targets": n_targets,
             "batches": len(batches),
             "seconds": seconds,
@@ -205,7 +210,10 @@ def validate(model: HierarchicalGRU, data: SessionData, cfg: TrainConfig, val: t
 
 
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig) -> None:
-    diff = {k for k, v in cfg.to_dict().items() if saved.get(k) != v} - _RESUMABLE_CHANGES
+    resumable = _RESUMABLE_CHANGES - ({"epochs"} if cfg.lr_schedule != "constant" else set())
+    defaults = TrainConfig().to_dict()  # keys added since the checkpoint was written had their defaults
+    diff = {k for k, v in cfg.to_dict().items() if saved.get(k, defaults[k]) != v}
+    diff -= resumable
     if diff:
         raise ValueError(f"cannot resume: the checkpoint was trained with different {sorted(diff)}")
 

@@ -99,6 +99,34 @@ def test_resume_refuses_a_different_model_config(tmp_path):
         train_sessions(data, tmp_path, _cfg(epochs=2, item_embedding=8), resume=True, progress=False)
 
 
+def test_cosine_schedule_learning_rates_and_resume(tmp_path):
+    """lr of epoch e is lr * 0.5 (1 + cos(pi e / E)) for both groups; an interrupted run resumes exactly."""
+    data = load_sessions(tiny_split(n_users=5))
+    cfg = _cfg(epochs=3, lr=0.004, time_lr=0.002, lr_schedule="cosine")
+    full = train_sessions(data, tmp_path / "full", cfg, progress=False)
+    assert [e["lr"] for e in full["epochs"]] == pytest.approx([0.004, 0.004 * 0.75, 0.004 * 0.25])
+    assert [cfg.lr_factor(e) * cfg.time_lr for e in range(3)] == pytest.approx([0.002, 0.0015, 0.0005])
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch: int, record: dict) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        train_sessions(data, tmp_path / "part", cfg, progress=False, on_epoch=stop_after_first)
+    with pytest.raises(ValueError, match="epochs"):  # the schedule depends on the epoch count
+        train_sessions(data, tmp_path / "part", cfg.replace(epochs=4), resume=True, progress=False)
+    resumed = train_sessions(data, tmp_path / "part", cfg, resume=True, progress=False)
+    assert [e["lr"] for e in resumed["epochs"]] == [e["lr"] for e in full["epochs"]]
+    a, b = _state(tmp_path / "full"), _state(tmp_path / "part")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _cfg(epochs=3).lr_factor(2) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _cfg(lr_schedule="step")
+
+
 def test_same_seed_same_model_different_seed_different_model(tmp_path):
     data = load_sessions(tiny_split())
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
