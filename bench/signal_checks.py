@@ -1,13 +1,16 @@
-"""How much do simple return-time predictors beat the per-user median? (analysis for docs/quality.md)
+"""Where is the signal? Simple predictors on a validation split (analysis for docs/quality.md).
 
-The return-time target asks for an MAE 10 % below the best median baseline. This script measures,
-on a validation split carved from *train only* (each user's last ``--val-sessions`` training
-sessions; test is never read), the MAE of conditional medians that use the signals a richer time
-model could add: the hour of day and the day of week at which the previous session ended, the
-median of only the user's most recent gaps, and other per-user quantiles. Gaps are capped at 500 h
-and masked as in the evaluation protocol (SPEC §5). Writes JSON to ``--out``.
+Measured on a validation split carved from *train only* (each user's last ``--val-sessions``
+training sessions; test is never read), with the protocol of SPEC §5:
 
-    .venv/bin/python bench/return_time_signal.py --out bench/results/return_time_signal.json
+- return time: MAE of conditional medians that use the signals a richer time model could add (hour
+  of day and day of week at which the previous session ended, the median of only the user's most
+  recent gaps, other per-user quantiles), against the per-user and global medians; gaps capped at
+  500 h;
+- next item: Recall@20 / MRR@20 of Markov-1 on global transitions and of a blend with the user's
+  own transitions (``p_global(b|a) + lam * p_user(b|a)``), ties counted against the model.
+
+    .venv/bin/python bench/signal_checks.py --out bench/results/signal_checks.json
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,6 +76,45 @@ def predictors(data: SessionData, val_sessions: int) -> dict[str, float]:
     return out
 
 
+def transitions(data: SessionData, val_sessions: int, lams: tuple[float, ...] = (0.0, 1.0, 3.0)) -> dict:
+    """Recall@20 / MRR@20 on the validation targets of global Markov-1 blended with per-user Markov-1."""
+    val = data.validation_mask(val_sessions)
+    train = ~data.is_test & ~val
+    n = data.n_items + 1
+
+    def pairs(mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = torch.nonzero(mask).squeeze(1)
+        x, lengths = data.items[rows], data.lengths[rows]
+        valid = torch.arange(x.shape[1] - 1)[None] < (lengths - 1)[:, None]
+        users = data.users[rows][:, None].expand(-1, x.shape[1] - 1)
+        return users[valid].numpy(), x[:, :-1][valid].numpy(), x[:, 1:][valid].numpy()
+
+    tu, ta, tb = pairs(train)
+    vu, va, vb = pairs(val)
+    glob = np.zeros((n, n))
+    np.add.at(glob, (ta, tb), 1.0)
+    pop = np.bincount(ta, minlength=n) + np.bincount(tb, minlength=n)
+    glob_p = glob / np.maximum(glob.sum(1, keepdims=True), 1.0)
+    user_counts = pd.DataFrame({"u": tu, "a": ta, "b": tb}).value_counts().rename("c").reset_index()
+    user_counts["p"] = user_counts["c"] / user_counts.groupby(["u", "a"])["c"].transform("sum")
+    personal = {k: g for k, g in user_counts.groupby(["u", "a"])}
+    out = {"n_validation_targets": int(len(vb))}
+    for lam in lams:
+        ranks = np.empty(len(vb), dtype=np.int64)
+        for i, (u, a, b) in enumerate(zip(vu, va, vb, strict=True)):
+            s = glob_p[a] + pop * 1e-9  # popularity breaks ties, and ranks items after an unseen a
+            if lam and (u, a) in personal:
+                g = personal[(u, a)]
+                s = s.copy()
+                s[g["b"].to_numpy()] += lam * g["p"].to_numpy()
+            s[0] = -np.inf
+            ranks[i] = 1 + int((s > s[b]).sum()) + int((s == s[b]).sum()) - 1
+        hit = ranks <= 20
+        out[f"markov1_user_blend_{lam:g}"] = {"recall@20": float(hit.mean()),
+                                              "mrr@20": float(np.where(hit, 1.0 / ranks, 0.0).mean())}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=sorted(DATASETS))
@@ -84,11 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             raise SystemExit(f"{path} is absent (../shared/data must be beside the checkout)")
         data = load_sessions(Split(*sessionize_frame(read_jodie_tsv(str(path)), gap), {}))
-        results[name] = predictors(data, args.val_sessions)
-        print(name, json.dumps({k: round(v, 2) for k, v in results[name].items()}), flush=True)
+        results[name] = {"return_time_mae_hours": predictors(data, args.val_sessions),
+                         "next_item": transitions(data, args.val_sessions)}
+        print(name, json.dumps(results[name]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"val_sessions": args.val_sessions, "mae_hours": results}, indent=2))
+    tmp.write_text(json.dumps({"val_sessions": args.val_sessions, "results": results}, indent=2))
     tmp.replace(args.out)
     return 0
 
