@@ -188,7 +188,7 @@ def validation_split(split: Split, out: Path, train_fraction: float = 0.8) -> Sp
 
 
 def train_and_evaluate(data_dir: Path, run_dir: Path, model: str, preset: str, seed: int, device: str,
-                       overrides: dict[str, Any]) -> dict[str, Any]:
+                       overrides: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     """Train one model and evaluate it with the shared protocol; adds timing and the config used."""
     from thrnn.config import config_for
     from thrnn.evaluate import evaluate_run
@@ -196,10 +196,13 @@ def train_and_evaluate(data_dir: Path, run_dir: Path, model: str, preset: str, s
 
     cfg = config_for(preset, model, seed=seed, device=device, **overrides)
     t0 = time.perf_counter()
-    history = train(data_dir, run_dir, cfg, progress=False)
+    # resume: a finished run folder (same config) is reused, an interrupted one continues
+    history = train(data_dir, run_dir, cfg, progress=False, resume=resume)
     train_s = time.perf_counter() - t0
     m = evaluate_run(data_dir, run_dir, device=device)
-    m["fit_seconds"] = round(train_s, 2)
+    # summed epoch times, so a reused (--resume) run reports the time it took when it was trained
+    epoch_s = sum(e.get("seconds", 0.0) for e in history.get("epochs", []))
+    m["fit_seconds"] = round(epoch_s or train_s, 2)
     m["epochs_run"] = len(history.get("epochs", []))
     m["overrides"] = overrides
     return m
@@ -405,7 +408,8 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, work: Path) -> dict[str, 
     for model in args.models:
         for seed in args.seeds:
             run_dir = work / "runs" / ds.name / f"{model}-seed{seed}"
-            m = train_and_evaluate(split_dir, run_dir, model, ds.preset, seed, args.device, base[model])
+            m = train_and_evaluate(split_dir, run_dir, model, ds.preset, seed, args.device, base[model],
+                                   resume=args.resume)
             log.info("%s %s seed %d: recall@20 %.4f mrr@20 %.4f mae %s (%.0f s)", ds.name, model, seed,
                      m["recall@20"], m["mrr@20"], m.get("mae_hours"), m["fit_seconds"])
             per_seed.setdefault(model, []).append(m)
@@ -454,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="markdown table (default docs/quality.md; beside the JSON when --out or --quick is given)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 seed, 1 epoch, first 20,000 rows, pandas sessionizer, CPU")
+    p.add_argument("--resume", action="store_true",
+                   help="with --work: reuse finished run folders and continue interrupted ones (the same "
+                        "config is required) instead of training from scratch")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--render", type=Path, default=None, metavar="JSON",
                    help="only re-render the markdown table (--doc, default docs/quality.md) from a results JSON")
