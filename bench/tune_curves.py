@@ -59,7 +59,8 @@ def curves(data: SessionData, dataset: str, model: str, grid: list[dict], checks
             rec = trainer.epoch(batches, epoch, progress=False)
             if epoch + 1 in checks:
                 v = validate(net, data, cfg, val, dev)
-                yield {"model": model, "overrides": overrides, "epoch": epoch + 1, "loss": rec["loss"],
+                yield {"dataset": dataset, "model": model, "overrides": overrides, "epoch": epoch + 1,
+                       "seed": seed, "val_sessions": val_sessions, "loss": rec["loss"],
                        "val_recall@20": v["val_recall@20"], "val_mrr@20": v["val_mrr@20"],
                        "val_mae_hours": v.get("val_mae_hours"), "seconds": round(time.perf_counter() - start, 1)}
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", default="[{}]", help="JSON list of TrainConfig overrides, one setting each")
     p.add_argument("--epochs", default="8,16,24,32,40", help="comma-separated epochs to validate at")
     p.add_argument("--val-sessions", type=int, default=10, help="held-out last training sessions per user")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42, help="training seed (default 42, TrainConfig's default)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
