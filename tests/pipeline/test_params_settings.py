@@ -25,6 +25,10 @@ def test_values_are_typed():
     assert p.input_paths == ("a.tsv",)
     assert p.train_overrides()["item_embedding"] == 16
     assert "item_embedding" not in RunParams().train_overrides()  # None = per-dataset default
+    assert "lr" not in RunParams().train_overrides()
+    q = validate_params({"learning_rate": 0.002, "lr_schedule": "cosine", "tie_embeddings": True})
+    o = q.train_overrides()
+    assert (o["lr"], o["lr_schedule"], o["tie_embeddings"]) == (0.002, "cosine", True)
 
 
 @pytest.mark.parametrize(
@@ -49,6 +53,9 @@ def test_values_are_typed():
         ({"recall_tolerance": 1.5}, "param 'recall_tolerance' must be <= 1"),
         ({"max_bad_fraction": -0.1}, "param 'max_bad_fraction' must be >= 0"),
         ({"epoch": 3}, "unknown param(s) ['epoch']"),
+        ({"lr_schedule": "step"}, "param 'lr_schedule' must be one of ['constant', 'cosine']"),
+        ({"learning_rate": 0}, "param 'learning_rate' must be > 0"),
+        ({"tie_embeddings": "yes"}, "param 'tie_embeddings' must be of type boolean"),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(raw, message):

@@ -129,6 +129,28 @@ PARAM_SPECS: dict[str, dict[str, Any]] = {
         "title": "Loss weight: first item",
         "description": "Weight of the first-item-of-next-session cross-entropy.",
     },
+    "learning_rate": {
+        "default": None,
+        "type": ["null", "number"],
+        "exclusiveMinimum": 0,
+        "maximum": 1,
+        "title": "Learning rate",
+        "description": "Adam learning rate of everything but the time head. Empty = paper default (1e-3).",
+    },
+    "lr_schedule": {
+        "default": "constant",
+        "type": "string",
+        "enum": ["constant", "cosine"],
+        "title": "Learning-rate schedule",
+        "description": "constant, or cosine decay over the epochs.",
+    },
+    "tie_embeddings": {
+        "default": False,
+        "type": "boolean",
+        "title": "Tied item embeddings",
+        "description": "Score next items with the item input embeddings (GRU4Rec's constrained embedding); "
+        "chosen on validation splits of both excerpts, see docs/quality.md.",
+    },
     "seed": {
         "default": 0,
         "type": "integer",
@@ -221,6 +243,9 @@ class RunParams:
     loss_time: float = field(default=0.45, metadata={"help": PARAM_SPECS["loss_time"]["description"]})
     loss_rec: float = field(default=0.45, metadata={"help": PARAM_SPECS["loss_rec"]["description"]})
     loss_first: float = field(default=0.1, metadata={"help": PARAM_SPECS["loss_first"]["description"]})
+    learning_rate: float | None = field(default=None, metadata={"help": PARAM_SPECS["learning_rate"]["description"]})
+    lr_schedule: str = field(default="constant", metadata={"help": PARAM_SPECS["lr_schedule"]["description"]})
+    tie_embeddings: bool = field(default=False, metadata={"help": PARAM_SPECS["tie_embeddings"]["description"]})
     seed: int = field(default=0, metadata={"help": PARAM_SPECS["seed"]["description"]})
     top_k: int = field(default=20, metadata={"help": PARAM_SPECS["top_k"]["description"]})
     horizons_hours: tuple[float, float, float] = field(
@@ -252,10 +277,14 @@ class RunParams:
             "loss_time": self.loss_time,
             "loss_rec": self.loss_rec,
             "loss_first": self.loss_first,
+            "lr_schedule": self.lr_schedule,
+            "tie_embeddings": self.tie_embeddings,
             "seed": self.seed,
         }
         if self.item_embedding is not None:
             o["item_embedding"] = self.item_embedding
+        if self.learning_rate is not None:
+            o["lr"] = self.learning_rate
         return o
 
 
@@ -338,8 +367,9 @@ def validate_params(raw: Mapping[str, Any] | None) -> RunParams:
         if values[name] is not None:
             values[name] = int(values[name])
     for name in ("max_bad_fraction", "gap_exponent", "loss_time", "loss_rec", "loss_first",
-                 "recall_tolerance", "mae_tolerance"):
-        values[name] = float(values[name])
+                 "recall_tolerance", "mae_tolerance", "learning_rate"):
+        if values[name] is not None:
+            values[name] = float(values[name])
     values["input_paths"] = tuple(values["input_paths"])
     values["horizons_hours"] = tuple(horizons)
     values["risk_thresholds"] = (low, high)
