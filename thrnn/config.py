@@ -73,6 +73,21 @@ class TrainConfig:
         metadata={"help": "score next items with the item input embeddings (plus a bias) instead of a "
                           "separate output matrix (GRU4Rec's constrained embedding)"},
     )
+    mixture: bool = field(
+        default=False,
+        metadata={"help": "both item heads output a learned mixture of the neural softmax and the user's "
+                          "personal history (global transitions, own transitions, decayed frequency, "
+                          "recency); off = the paper's plain softmax (docs/model.md)"},
+    )
+    personal_window: int = field(
+        default=500,
+        metadata={"help": "events of the user's history (before the target) the personal mixture "
+                          "components read"},
+    )
+    decay: float = field(
+        default=0.97,
+        metadata={"help": "per-event decay of the decayed-frequency mixture component (0 < decay < 1)"},
+    )
     seed: int = field(default=42, metadata={"help": "seed of torch, numpy and python random"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu or cuda"})
     grad_clip: float = field(default=0.0, metadata={"help": "clip the gradient norm at this value (0 = off)"})
@@ -122,6 +137,10 @@ class TrainConfig:
                      "val_sessions", "patience", "max_bad_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.personal_window < 1:
+            raise ValueError(f"personal_window must be >= 1, got {self.personal_window}")
+        if not 0 < self.decay < 1:
+            raise ValueError(f"decay must be in (0, 1), got {self.decay}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
