@@ -25,6 +25,7 @@ from thrnn.device import resolve_device
 from thrnn.io import Split
 from thrnn.metrics import ranks_from_scores
 from thrnn.models import HierarchicalGRU
+from thrnn.personal import COMPONENTS, PersonalHistory
 
 EVAL_BATCH_USERS = 512
 # Bound on the (targets x items) score block ranked at once, in elements (16 MB on CPU, 256 MB on GPU).
@@ -85,10 +86,43 @@ def item_mask(cfg: TrainConfig, data: SessionData, exclude_items: object = None,
     return mask
 
 
-def _ranks(logits: torch.Tensor, targets: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
-    scores = HierarchicalGRU.full_scores(logits.float())
+def _ranks(scores: torch.Tensor, targets: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
     scores.masked_fill_(blocked, float("-inf"))
     return ranks_from_scores(scores, targets)
+
+
+def personal_history(model: HierarchicalGRU, data: SessionData, cfg: TrainConfig,
+                     count_rows: torch.Tensor | None = None) -> PersonalHistory | None:
+    """The mixture's personal history of ``data`` (None for a model without the mixture); global
+    transitions are counted over ``count_rows`` (default: the training sessions)."""
+    if not model.mixture:
+        return None
+    rows = ~data.is_test if count_rows is None else count_rows
+    return PersonalHistory(data, rows, window=cfg.personal_window, decay=cfg.decay)
+
+
+def next_item_scores(model: HierarchicalGRU, states: torch.Tensor, personal: PersonalHistory | None,
+                     t: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+    """(T, N+1) next-item ranking scores for intra states whose target is flat event ``t`` of ``users``."""
+    if personal is None:
+        return model.next_scores(states)
+    comps, avail = personal.dense(t, users, first=False, n_columns=model.n_items + 1, device=states.device)
+    return model.next_scores(states, comps, avail)
+
+
+def first_item_scores(model: HierarchicalGRU, h: torch.Tensor, personal: PersonalHistory | None,
+                      t: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+    """(B, N+1) first-item ranking scores from inter states h; the session starts at flat event ``t``."""
+    if personal is None:
+        return model.first_scores(h)
+    comps, avail = personal.dense(t, users, first=True, n_columns=model.n_items + 1, device=h.device)
+    return model.first_scores(h, comps, avail)
+
+
+def score_chunk(model: HierarchicalGRU) -> int:
+    """Rows of (rows x items) scores handled at once (the mixture holds its dense components too)."""
+    per_row = (model.n_items + 1) * (1 + (len(COMPONENTS) + 1 if model.mixture else 0))
+    return max(1, _SCORE_BLOCK["cpu"] // per_row)
 
 
 @torch.inference_mode()
@@ -104,8 +138,11 @@ def replay(
     blocked_items: torch.Tensor | None = None,
     batch_users: int = EVAL_BATCH_USERS,
     progress: bool = False,
+    personal: PersonalHistory | None = None,
 ) -> ReplayOutput:
-    """Replay the sessions of ``include`` in eval mode; rank and predict for the sessions of ``targets``."""
+    """Replay the sessions of ``include`` in eval mode; rank and predict for the sessions of ``targets``.
+
+    A model with the mixture reads ``personal`` (default: :func:`personal_history` of ``data``)."""
     device = resolve_device(device)
     if data.n_items > model.n_items or data.n_users > model.n_users:
         raise ValueError(f"the split has {data.n_items} items / {data.n_users} users, the model was built for "
@@ -123,7 +160,10 @@ def replay(
     state = HistoryState(data.n_users, cfg.history_sessions, model.hidden, device)
     last_out = torch.zeros(data.n_users, model.hidden, device=device) if collect_last else None
     next_ranks, next_rows, next_pos, first_ranks, first_rows, gap_rows, gap_a = [], [], [], [], [], [], []
-    chunk = max(1, _SCORE_BLOCK.get(device.type, 1 << 22) // (model.n_items + 1))
+    if personal is None:
+        personal = personal_history(model, data, cfg)
+    chunk = score_chunk(model) * (_SCORE_BLOCK.get(device.type, 1 << 22) // _SCORE_BLOCK["cpu"])
+    row_start = personal.row_start.to(device) if personal is not None else None
     batches = user_parallel_batches(data, include, batch_users)
     for rows_np in tqdm(batches, disable=not progress, desc="replay", leave=False):
         rows_cpu = torch.from_numpy(rows_np)
@@ -149,14 +189,22 @@ def replay(
         t_items = tgt[valid]
         pos = torch.arange(1, width, device=device).expand_as(tgt)[valid]
         srows = rows[:, None].expand_as(tgt)[valid]
+        flat_t = row_start[srows] + pos if row_start is not None else srows
+        s_users = users_all[srows]
         for s in range(0, states.shape[0], chunk):
-            next_ranks.append(_ranks(model.item_logits(states[s:s + chunk]), t_items[s:s + chunk], blocked).cpu())
+            sl = slice(s, s + chunk)
+            scores = next_item_scores(model, states[sl], personal, flat_t[sl], s_users[sl])
+            next_ranks.append(_ranks(scores, t_items[sl], blocked).cpu())
         next_rows.append(srows.cpu())
         next_pos.append(pos.cpu())
         if model.temporal:
             fsel = first_ok[rows]
             if bool(fsel.any()):
-                first_ranks.append(_ranks(model.first_logits(h[fsel]), x[fsel, 0], blocked).cpu())
+                f_t = row_start[rows[fsel]] if row_start is not None else rows[fsel]
+                for s in range(0, int(fsel.sum()), chunk):
+                    sl = slice(s, s + chunk)
+                    scores = first_item_scores(model, h[fsel][sl], personal, f_t[sl], u[fsel][sl])
+                    first_ranks.append(_ranks(scores, x[fsel, 0][sl], blocked).cpu())
                 first_rows.append(rows[fsel].cpu())
             gsel = gap_ok[rows]
             if bool(gsel.any()):

@@ -35,7 +35,16 @@ from thrnn.checkpoint import atomic_write_bytes, load_run
 from thrnn.config import TrainConfig
 from thrnn.data import SessionData, load_sessions
 from thrnn.device import resolve_device
-from thrnn.inference import EVAL_BATCH_USERS, item_mask, replay, time_predictions
+from thrnn.inference import (
+    EVAL_BATCH_USERS,
+    first_item_scores,
+    item_mask,
+    next_item_scores,
+    personal_history,
+    replay,
+    score_chunk,
+    time_predictions,
+)
 from thrnn.io import Split, read_split
 from thrnn.models import HierarchicalGRU
 
@@ -87,24 +96,29 @@ def score_users(
     model = model.to(device).eval()
     everything = torch.ones(data.n_sessions, dtype=torch.bool)
     blocked = item_mask(cfg, data, exclude_items, n_items=model.n_items)
+    # scoring looks past all of the history: every session's transitions count
+    personal = personal_history(model, data, cfg, count_rows=everything)
     r = replay(model, data, cfg, everything, torch.zeros_like(everything), device,
-               collect_last=not model.temporal, blocked_items=blocked)
+               collect_last=not model.temporal, blocked_items=blocked, personal=personal)
     last = data.last_rows(everything)
     users = torch.nonzero(last >= 0).squeeze(1)
     blocked_dev = blocked.to(device)
     k = min(top_k, model.n_items)
     rec_users, rec_items, rec_scores, a_parts = [], [], [], []
-    for s in range(0, users.numel(), EVAL_BATCH_USERS):
-        u_cpu = users[s:s + EVAL_BATCH_USERS]
+    step = min(EVAL_BATCH_USERS, score_chunk(model))
+    # the next session starts one past each user's last event
+    next_t = personal.user_end if personal is not None else torch.zeros(data.n_users, dtype=torch.long)
+    for s in range(0, users.numel(), step):
+        u_cpu = users[s:s + step]
         u = u_cpu.to(device)
         if model.temporal:
             h = model.inter_state(u, *r.state.get(u), counts_cpu=r.state.counts_cpu[u_cpu])
-            logits = model.first_logits(h)
+            scores = first_item_scores(model, h, personal, next_t[u_cpu], u_cpu)
             a_parts.append(model.time_a(h).double().cpu())
         else:
             assert r.last_out is not None
-            logits = model.item_logits(r.last_out[u])
-        scores = HierarchicalGRU.full_scores(logits.float()).masked_fill_(blocked_dev, float("-inf"))
+            scores = next_item_scores(model, r.last_out[u], personal, next_t[u_cpu], u_cpu)
+        scores = scores.float().masked_fill_(blocked_dev, float("-inf"))
         top = torch.topk(scores, k, dim=1)
         rec_users.append(u_cpu[:, None].expand(-1, k))
         rec_items.append(top.indices.cpu())

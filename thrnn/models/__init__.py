@@ -21,6 +21,7 @@ def build_model(cfg: TrainConfig, n_items: int, n_users: int) -> HierarchicalGRU
         temporal=cfg.has_time,
         w_init=cfg.w_init,
         tie_embeddings=cfg.tie_embeddings,
+        mixture=cfg.mixture,
     )
 
 

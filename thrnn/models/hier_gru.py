@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from thrnn.models.mixture import FIRST_INIT, NEXT_INIT, MixtureGate, mixture_log_prob, mixture_probs
 from thrnn.time_model import TimeHead
 
 # Pack the intra batch when its padded size exceeds this multiple of its real length (measured on CPU:
@@ -46,6 +47,7 @@ class HierarchicalGRU(nn.Module):
         temporal: bool = True,
         w_init: float = -0.1,
         tie_embeddings: bool = False,
+        mixture: bool = False,
     ) -> None:
         super().__init__()
         if n_items < 1 or n_users < 1:
@@ -73,6 +75,11 @@ class HierarchicalGRU(nn.Module):
         if temporal:
             self.time_head = TimeHead(hidden, w_init=w_init)
             self.first_out = nn.Linear(hidden, n_items)
+        self.mixture = mixture
+        if mixture:
+            self.next_gate = MixtureGate(hidden, NEXT_INIT)
+            if temporal:
+                self.first_gate = MixtureGate(hidden, FIRST_INIT)
 
     # ------------------------------------------------------------------ levels
 
@@ -156,6 +163,40 @@ class HierarchicalGRU(nn.Module):
         if not self.temporal:
             raise RuntimeError("this model has no first-item head (only THRNN has one)")
         return _logits(self.first_out, h, candidates)
+
+    # ------------------------------------------------------------------ repeat-aware mixture
+
+    def next_log_prob(self, states: torch.Tensor, targets: torch.Tensor, comp_p: torch.Tensor,
+                      comp_mass: torch.Tensor) -> torch.Tensor:
+        """log P(target) (T,) of the next-item mixture for intra states (T, H), target ids (T,) and the
+        personal components' probabilities of the targets (T, K) (:meth:`PersonalHistory.target_probs`)."""
+        states = self.drop(states)
+        logp = torch.log_softmax(self.out(states).float(), dim=1).gather(1, (targets - 1)[:, None])[:, 0]
+        return mixture_log_prob(self.next_gate(states, comp_mass), logp, comp_p)
+
+    def first_log_prob(self, h: torch.Tensor, targets: torch.Tensor, comp_p: torch.Tensor,
+                       comp_mass: torch.Tensor) -> torch.Tensor:
+        """log P(target) (B,) of the first-item mixture from inter states h (B, H); as :meth:`next_log_prob`."""
+        logp = torch.log_softmax(self.first_logits(h).float(), dim=1).gather(1, (targets - 1)[:, None])[:, 0]
+        return mixture_log_prob(self.first_gate(h, comp_mass), logp, comp_p)
+
+    def next_scores(self, states: torch.Tensor, components: torch.Tensor | None = None,
+                    comp_mass: torch.Tensor | None = None) -> torch.Tensor:
+        """(T, N+1) ranking scores of the next item (padding column -inf): mixture probabilities when the
+        model has the mixture (``components`` (T, K, N+1) from :meth:`PersonalHistory.dense`), else logits."""
+        if not self.mixture:
+            return self.full_scores(self.item_logits(states).float())
+        states = self.drop(states)
+        probs = mixture_probs(self.next_gate(states, comp_mass), self.out(states), components)
+        return probs.index_fill_(1, probs.new_zeros(1, dtype=torch.long), float("-inf"))
+
+    def first_scores(self, h: torch.Tensor, components: torch.Tensor | None = None,
+                     comp_mass: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N+1) ranking scores of the first item of the next session; as :meth:`next_scores`."""
+        if not self.mixture:
+            return self.full_scores(self.first_logits(h).float())
+        probs = mixture_probs(self.first_gate(h, comp_mass), self.first_logits(h), components)
+        return probs.index_fill_(1, probs.new_zeros(1, dtype=torch.long), float("-inf"))
 
     def time_a(self, h: torch.Tensor) -> torch.Tensor:
         """``a = v·h + b`` (B,) of the return-time intensity, in float32 (exp overflows in half)."""

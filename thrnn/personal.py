@@ -1,0 +1,223 @@
+"""Personal-history components of the repeat-aware output mixture (docs/model.md).
+
+Users repeat themselves: the next item is often one they had before, or the one that followed the
+current item the last times they had it. Each component is a distribution over items computed from
+data only (nothing here is learned); :mod:`thrnn.models.mixture` mixes them with the neural softmax.
+
+For a *target* at flat event index ``t`` of user ``u`` (the event the model predicts; for a user's
+next, not yet seen session ``t`` is one past the user's last event) the history is the user's events
+``user_start[u] .. t-1`` in time order (training sessions, then earlier test sessions, then earlier
+positions of the target's own session), read through a window of the last ``window`` events, and
+``cur`` = event ``t-1``. Components, in :data:`COMPONENTS` order:
+
+- ``global``: ``P(i | cur)`` from global transition counts over the count rows (training sessions):
+  within-session transitions for the next item, last item of a session -> first item of the next
+  session for the first item (the counts of ``thrnn.baselines.ranking.transition_matrix``). A
+  training target's own transition is left out of the counts it is scored with (leave-one-out).
+- ``user``: the user's own transitions from ``cur``: the items that followed earlier occurrences of
+  ``cur`` in the window (pairs may cross session boundaries), normalised.
+- ``decay``: the user's exponentially decayed item frequency, ``decay ** age`` per event (age 0 =
+  the latest), normalised to sum 1.
+
+A component is *unavailable* for a target when it has no mass there (no history, ``cur`` never seen
+in the counts, ...); the mixture then renormalises over the others. Padding (item 0) never has mass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from thrnn.data import SessionData
+
+COMPONENTS: tuple[str, ...] = ("global", "user", "user2", "decay", "recent")
+RECENT_DECAY = 0.5
+# Bound on the (targets x window) block handled at once when precomputing target probabilities.
+_WINDOW_BLOCK = 1 << 23
+
+
+class PersonalHistory:
+    """Flat per-user event history of a :class:`SessionData` and the component distributions.
+
+    ``count_rows`` (S,) bool selects the sessions whose transitions make the global counts (the
+    training sessions of the run: never validation or test sessions).
+    """
+
+    def __init__(self, data: SessionData, count_rows: torch.Tensor, *, window: int = 500,
+                 decay: float = 0.97) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.window, self.decay = int(window), float(decay)
+        self._device_flat: dict[str, torch.Tensor] = {}
+        self.n_items = data.n_items
+        lengths = data.lengths.numpy()
+        valid = np.arange(data.max_len)[None, :] < lengths[:, None]
+        self.flat = torch.from_numpy(data.items.numpy()[valid].astype(np.int64))  # row order = time order per user
+        row_start = np.zeros(data.n_sessions, dtype=np.int64)
+        row_start[1:] = np.cumsum(lengths)[:-1]
+        self.row_start = torch.from_numpy(row_start)
+        users = data.users.numpy()
+        first_row = np.full(data.n_users, -1, dtype=np.int64)
+        last_row = np.full(data.n_users, -1, dtype=np.int64)
+        rows = np.arange(data.n_sessions)
+        np.maximum.at(last_row, users, rows)
+        first_row[users[::-1]] = rows[::-1]  # the last write per user wins: its first row
+        self.user_start = torch.from_numpy(np.where(first_row >= 0, row_start[np.maximum(first_row, 0)], 0))
+        self.user_end = torch.from_numpy(  # one past the user's last event
+            np.where(last_row >= 0, row_start[np.maximum(last_row, 0)] + lengths[np.maximum(last_row, 0)], 0))
+        self.event_user = torch.from_numpy(np.repeat(users, lengths))
+        self.within, self.between = _transition_counts(data, count_rows.numpy(), row_start)
+        self.within_total = np.asarray(self.within.sum(1)).ravel()
+        self.between_total = np.asarray(self.between.sum(1)).ravel()
+        # which events' own transitions are in the counts (leave-one-out for training targets)
+        counted = np.repeat(count_rows.numpy(), lengths)
+        pos = np.arange(len(counted)) - np.repeat(row_start, lengths)
+        self._counted_within = counted & (pos > 0)
+        first = pos == 0
+        prev_same_user = np.zeros(len(counted), dtype=bool)
+        prev_same_user[1:] = self.event_user.numpy()[1:] == self.event_user.numpy()[:-1]
+        cont = np.repeat(data.is_continuation.numpy(), lengths)
+        self._counted_between = counted & first & prev_same_user & ~cont
+
+    def _flat_on(self, device: torch.device) -> torch.Tensor:
+        cached = self._device_flat.get(str(device))
+        if cached is None:
+            cached = self._device_flat[str(device)] = self.flat.to(device)
+        return cached
+
+    @property
+    def n_events(self) -> int:
+        return int(self.flat.numel())
+
+    # ------------------------------------------------------------------ windows
+    def _window(self, t: torch.Tensor, ustart: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, W) items of events t-1, t-2, ... (0 where before the user's first event) and their validity."""
+        k = torch.arange(self.window, device=t.device)
+        j = t[:, None] - 1 - k[None, :]
+        ok = j >= ustart[:, None]
+        flat = self._flat_on(t.device)
+        items = torch.where(ok, flat[j.clamp(min=0)], torch.zeros((), dtype=flat.dtype, device=t.device))
+        return items, ok
+
+    def _weights(self, t: torch.Tensor, ustart: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(items (T, W), [unnormalised weights (T, W) of each window component in :data:`COMPONENTS`
+        order]); a row's sum is the component's mass (0 = unavailable)."""
+        items, ok = self._window(t, ustart)
+        dev = t.device
+        ages = torch.arange(self.window, device=dev, dtype=torch.float64)
+        dec = torch.where(ok, self.decay ** ages, torch.zeros((), dtype=torch.float64, device=dev))
+        cur = items[:, :1]
+        # window entry k is event t-1-k; its predecessor is entry k+1 (event t-2-k)
+        pred = torch.cat([items[:, 1:], torch.zeros_like(cur)], dim=1)
+        pred_ok = torch.cat([ok[:, 1:], torch.zeros_like(ok[:, :1])], dim=1)
+        follows = (pred == cur) & pred_ok & ok & (cur > 0)
+        usr = follows.double()
+        # second order: the two events before the entry equal the two before the target
+        prev = items[:, 1:2]
+        pred2 = torch.cat([items[:, 2:], torch.zeros_like(items[:, :2])], dim=1)
+        pred2_ok = torch.cat([ok[:, 2:], torch.zeros_like(ok[:, :2])], dim=1)
+        usr2 = (follows & (pred2 == prev) & pred2_ok & ok[:, 1:2]).double()
+        rec = torch.where(ok, RECENT_DECAY ** ages, torch.zeros((), dtype=torch.float64, device=dev))
+        return items, [usr, usr2, dec, rec]
+
+    # ------------------------------------------------------------------ target probabilities
+    def target_probs(self, t: torch.Tensor, u: torch.Tensor, first: bool, targets: torch.Tensor | None = None,
+                     leave_one_out: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P (T, K), mass (T, K))``: each component's probability of the target item, and its mass
+        before normalisation (transition counts from ``cur``, decayed event weights; 0 = unavailable).
+
+        ``targets`` defaults to the items at ``t`` (training targets); ``leave_one_out`` removes the
+        target's own transition from the global counts when it is counted there.
+        """
+        t = t.long().cpu()
+        u = u.long().cpu()
+        tgt = self.flat[t] if targets is None else targets.long().cpu()
+        out_p = torch.zeros(len(t), len(COMPONENTS), dtype=torch.float64)
+        out_a = torch.zeros(len(t), len(COMPONENTS), dtype=torch.float64)
+        ustart = self.user_start[u]
+        has_cur = t > ustart
+        cur = torch.where(has_cur, self.flat[(t - 1).clamp(min=0)], torch.zeros_like(t)).numpy()
+        counts, total = (self.between, self.between_total) if first else (self.within, self.within_total)
+        c = np.asarray(counts[cur.copy(), tgt.numpy().copy()]).ravel().astype(np.float64)
+        tot = total[cur].astype(np.float64)
+        if leave_one_out:
+            own = (self._counted_between if first else self._counted_within)[t.numpy()]
+            c -= own
+            tot -= own
+        tot = np.where(has_cur.numpy(), tot, 0.0)
+        out_a[:, 0] = torch.from_numpy(tot)
+        out_p[:, 0] = torch.from_numpy(np.where(tot > 0, c / np.maximum(tot, 1), 0.0))
+        block = max(1, _WINDOW_BLOCK // self.window)
+        for s in range(0, len(t), block):
+            sl = slice(s, s + block)
+            items, weights = self._weights(t[sl], ustart[sl])
+            hit = items == tgt[sl, None]
+            for k, w in enumerate(weights, start=1):
+                mass = w.sum(1)
+                out_p[sl, k] = (w * hit).sum(1) / mass.clamp(min=1e-300)
+                out_a[sl, k] = mass
+        return out_p.float(), out_a.float()
+
+    # ------------------------------------------------------------------ dense distributions
+    def dense(self, t: torch.Tensor, u: torch.Tensor, first: bool, n_columns: int,
+              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P (T, K, n_columns), mass (T, K))`` over item ids 0..n_columns-1 (column 0 = padding, always
+        0); mass as in :meth:`target_probs`. For ranking: keep T small enough that T * K * n_columns fits."""
+        t_cpu = t.long().cpu()
+        u_cpu = u.long().cpu()
+        ustart = self.user_start[u_cpu]
+        has_cur = t_cpu > ustart
+        cur = torch.where(has_cur, self.flat[(t_cpu - 1).clamp(min=0)], torch.zeros_like(t_cpu)).numpy()
+        counts, total = (self.between, self.between_total) if first else (self.within, self.within_total)
+        tot = np.where(has_cur.numpy(), total[cur], 0).astype(np.float64)
+        rows = counts[cur].toarray()[:, :n_columns] / np.maximum(tot, 1)[:, None]
+        out = torch.zeros(len(t_cpu), len(COMPONENTS), n_columns, dtype=torch.float32, device=device)
+        width = min(rows.shape[1], n_columns)
+        out[:, 0, :width] = torch.from_numpy(rows[:, :width]).float().to(device)
+        mass = torch.zeros(len(t_cpu), len(COMPONENTS), dtype=torch.float32, device=device)
+        mass[:, 0] = torch.from_numpy(tot).float().to(device)
+        items, weights = self._weights(t_cpu.to(device), ustart.to(device))
+        for k, w in enumerate(weights, start=1):
+            m = w.sum(1)
+            out[:, k].scatter_add_(1, items, (w / m.clamp(min=1e-300)[:, None]).float())
+            mass[:, k] = m.float()
+        out[:, :, 0] = 0.0
+        return out, mass
+
+
+def _transition_counts(data: SessionData, count_rows: np.ndarray,
+                       row_start: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(within-session, session -> next session) transition counts over ``count_rows``, (N+1, N+1) CSR.
+
+    Within: consecutive events of a session, and the last event of a chunk into its continuation
+    chunk (one real session). Between: last item of a session -> first item of the user's next
+    (non-continuation) session, both counted only when the later session is a count row.
+    """
+    n = data.n_items + 1
+    lengths = data.lengths.numpy()
+    items = data.items.numpy()
+    users = data.users.numpy()
+    cont = data.is_continuation.numpy()
+    src, dst = [], []
+    # within sessions
+    for p in range(1, data.max_len):
+        sel = count_rows & (lengths > p)
+        src.append(items[sel, p - 1])
+        dst.append(items[sel, p])
+    # chunk -> continuation chunk, and session -> next session
+    prev = np.arange(1, data.n_sessions) - 1
+    nxt = prev + 1
+    same = (users[nxt] == users[prev]) & count_rows[nxt]
+    last_prev = items[prev, lengths[prev] - 1]
+    first_next = items[nxt, 0]
+    c = same & cont[nxt]
+    src.append(last_prev[c])
+    dst.append(first_next[c])
+    within = sp.coo_matrix((np.ones(sum(len(s) for s in src)), (np.concatenate(src), np.concatenate(dst))),
+                           shape=(n, n)).tocsr()
+    b = same & ~cont[nxt]
+    between = sp.coo_matrix((np.ones(int(b.sum())), (last_prev[b], first_next[b])), shape=(n, n)).tocsr()
+    return within, between
