@@ -15,6 +15,25 @@ Every night, for the logical date `D` of the run (never the wall clock):
 
 Everything of a night lives under `$THRNN_HOME/runs/<dataset>/<D>/`; re-running a night replaces it.
 Task bodies are in `thrnn.pipeline.tasks`; this file only wires them and imports nothing heavy.
+
+#### Training settings: presets and params
+
+Training starts from a **preset**, chosen by the param `preset` or, when it is empty, by the input
+`format` (never by the dataset name):
+
+| preset | what it is |
+|---|---|
+| `lastfm` | product default for Last.fm logs: the paper's LastFM settings plus what validation chose (tied embeddings, cosine schedule, user embedding 50, 40 epochs) |
+| `reddit` | product default for Reddit logs: the paper's Reddit settings (item embedding 50) plus lr 2e-3, tied embeddings, 40 epochs |
+| `events` | product default for generic event logs: same as `lastfm` (LastFM-like sizes) |
+| `paper-lastfm`, `paper-reddit` | the paper's settings (Table 2 of Vassøy et al. 2019) |
+
+The training params (epochs, batch size, embedding sizes, gap exponent, loss weights, `lr`, `lr_schedule`,
+`tie_embeddings`, `mixture`, `personal_window`, `decay`, `seed`) are fields of `thrnn.config.TrainConfig`
+(their help, bounds and choices come from there). Each is empty by default, meaning the preset's value;
+a value given overrides it. Layering: TrainConfig defaults < preset < given params. `learning_rate` is
+still accepted as the old name of `lr`. The table itself is `thrnn.config.PRESETS`; README.md
+("Configuration") and docs/quality.md say how the product defaults were chosen.
 """
 
 from __future__ import annotations

@@ -350,13 +350,45 @@ def _set_rng(rng: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------ CLI
 
 
+# --dataset NAME = --preset NAME (the old flag); other names fail instead of silently getting LastFM's
+DATASET_ALIASES = ("lastfm", "reddit")
+
+
+def _preset(args: argparse.Namespace) -> str:
+    """--preset, else --dataset, else the preset of the split's format (stats.json), else events."""
+    import json
+
+    from jobs import columns as C
+    from thrnn.config import DEFAULT_PRESET, preset_for_format
+
+    preset = getattr(args, "preset", None)
+    dataset = getattr(args, "dataset", None)
+    if dataset is not None and dataset not in DATASET_ALIASES:
+        raise SystemExit(f"--dataset {dataset!r} is not a preset; use --preset (lastfm, reddit, events, "
+                         "paper-lastfm, paper-reddit)")
+    if preset is not None and dataset is not None and preset != dataset:
+        raise SystemExit(f"--preset {preset} and --dataset {dataset} disagree; give --preset only")
+    if preset or dataset:
+        return preset or dataset
+    stats = Path(args.data) / C.STATS_FILE
+    fmt = json.loads(stats.read_text()).get("format") if stats.exists() else None
+    return preset_for_format(fmt) if fmt else DEFAULT_PRESET
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.description = "Train THRNN, HRNN or the GRU4Rec-style GRU on a sessionize output folder."
     p.add_argument("--data", required=True, help="sessionize output folder (train/, test/, items/, users/)")
     p.add_argument("--out", required=True, help="run folder for model.pt, config.json, history.json, checkpoint.pt")
-    p.add_argument("--dataset", default="lastfm",
-                   help="preset of the paper's defaults: lastfm or reddit (others get lastfm's)")
-    p.add_argument("--config", default=None, help="YAML or JSON file of TrainConfig fields (below defaults < file < flags)")
+    from thrnn.config import PRESETS
+
+    p.add_argument("--preset", choices=PRESETS, default=None,
+                   help="training preset: lastfm, reddit, events (validated product defaults; events = "
+                        "LastFM-like sizes) or paper-lastfm, paper-reddit (the paper's settings); default: the "
+                        "preset of the split's format (stats.json), else events")
+    p.add_argument("--dataset", default=None,
+                   help="old spelling of --preset: lastfm or reddit (other names are refused)")
+    p.add_argument("--config", default=None,
+                   help="YAML or JSON file of TrainConfig fields (defaults < preset < file < flags)")
     p.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint.pt when present")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_arguments(p)
@@ -364,7 +396,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = config_from_args(args, args.dataset, args.config)
+    cfg = config_from_args(args, _preset(args), args.config)
     history = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress)
     last = history["epochs"][-1] if history["epochs"] else {}
     print(f"trained {cfg.model} for {len(history['epochs'])} epochs -> {args.out}/model.pt "

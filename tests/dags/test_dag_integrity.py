@@ -10,7 +10,8 @@ from datetime import timedelta
 
 import pytest
 
-from thrnn.pipeline.params import PARAM_SPECS
+from thrnn.config import PRESETS
+from thrnn.pipeline.params import PARAM_SPECS, TRAIN_PARAMS, train_param_spec
 
 from .conftest import AIRFLOW_ENV, DAGS, REPO
 
@@ -61,6 +62,23 @@ def test_every_param_has_type_title_description(dag):
     for name in PARAM_SPECS:
         param = dag.params.get_param(name)
         assert param.schema["type"] and param.schema["title"] and len(param.description) > 20, name
+
+
+def test_training_params_are_the_derived_trainconfig_fields(dag):
+    for name in TRAIN_PARAMS:
+        param = dag.params.get_param(name)
+        assert param.value is None, name  # empty = the preset's value
+        assert {**param.schema, "description": param.description} == {
+            k: v for k, v in train_param_spec(name).items() if k != "default"}, name
+    # the defaults (null everywhere, null in every enum) pass Airflow's own schema validation
+    resolved = dag.params.validate()
+    assert all(resolved[name] is None for name in (*TRAIN_PARAMS, "preset"))
+
+
+def test_doc_lists_the_presets_and_the_layering(dag):
+    for preset in PRESETS:
+        assert f"`{preset}`" in dag.doc_md, preset
+    assert "TrainConfig defaults < preset < given params" in dag.doc_md
 
 
 def _parse_in_subprocess(extra_env: dict[str, str]) -> dict:

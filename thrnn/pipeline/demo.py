@@ -38,9 +38,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="run date of the first night (later runs take the next day)")
     p.add_argument("--run-date", type=dt.date.fromisoformat, default=None,
                    help="run this night instead of the next one")
-    p.add_argument("--epochs", type=int, default=2, help="training epochs (DAG param)")
+    p.add_argument("--epochs", type=int, default=2,
+                   help="training epochs (DAG param; the lastfm preset's 40 would make the demo slow)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generator and of training")
-    p.add_argument("--item-embedding", type=int, default=32, help="item embedding size (DAG param)")
+    p.add_argument("--item-embedding", type=int, default=32,
+                   help="item embedding size (DAG param); every other training knob is the lastfm preset's")
     return p
 
 

@@ -1,23 +1,57 @@
 """Run-time knobs of ``thrnn_nightly``: the DAG params, their JSON schema and their validation.
 
-:data:`PARAM_SPECS` is the single source: the DAG turns each entry into an ``airflow.sdk.Param``
-(type, title, description, enum / minimum / maximum, so the trigger form refuses bad values), and
-:func:`validate_params` re-checks the whole set (including rules JSON schema cannot express, such as
-"horizons strictly increasing") and returns a typed :class:`RunParams`. No Airflow import here.
+:data:`PARAM_SPECS` is the single source of the DAG params: the DAG turns each entry into an
+``airflow.sdk.Param`` (type, title, description, enum / minimum / maximum, so the trigger form refuses
+bad values), and :func:`validate_params` re-checks the whole set (including rules JSON schema cannot
+express, such as "horizons strictly increasing") and returns a typed :class:`RunParams`.
+
+The training knobs among them are not declared here: :data:`TRAIN_PARAMS` lists which
+``thrnn.config.TrainConfig`` fields the DAG exposes and each param's schema is derived from the field
+(help text, bounds, choices). They default to None = "the preset's value"; the preset is the param
+``preset`` or, when empty, the one of the input format. No Airflow import here.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from thrnn.config import BOUNDS, PRESETS, TrainConfig, config_for, preset_for_format
 
 FORMATS = ("lastfm", "reddit", "events")
 DATASET_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
+# TrainConfig fields the DAG exposes as params (order = order in the trigger form).
+TRAIN_PARAMS: tuple[str, ...] = (
+    "epochs", "batch_size", "item_embedding", "user_embedding", "gap_embedding", "gap_exponent", "loss_time",
+    "loss_rec", "loss_first", "lr", "lr_schedule", "tie_embeddings", "mixture", "personal_window", "decay", "seed",
+)
+# Old param names still accepted in a run's conf (saved triggers), mapped to the current ones.
+PARAM_ALIASES: dict[str, str] = {"learning_rate": "lr"}
+
+_JSON_TYPE_OF: dict[type, str] = {bool: "boolean", int: "integer", float: "number", str: "string"}
+_TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def train_param_spec(name: str) -> dict[str, Any]:
+    """The DAG param of TrainConfig field ``name``: nullable, default None = the preset's value."""
+    f = _TRAIN_FIELDS[name]
+    spec: dict[str, Any] = {
+        "default": None,
+        "type": ["null", _JSON_TYPE_OF[type(f.default)]],
+        "title": f.metadata.get("title", name.replace("_", " ").capitalize()),
+        "description": f"{f.metadata['help'][:1].upper()}{f.metadata['help'][1:]}. Empty = the preset's value.",
+    }
+    spec.update({k: f.metadata[k] for k in BOUNDS if k in f.metadata})
+    if "choices" in f.metadata:
+        spec["enum"] = [None, *f.metadata["choices"]]  # null must be in the enum to be a valid value
+    return spec
+
+
 # name -> JSON-schema keywords + default. Order = order in the trigger form.
-PARAM_SPECS: dict[str, dict[str, Any]] = {
+_DATA_SPECS: dict[str, dict[str, Any]] = {
     "dataset": {
         "default": "lastfm",
         "type": "string",
@@ -33,6 +67,15 @@ PARAM_SPECS: dict[str, dict[str, Any]] = {
         "title": "Input format",
         "description": "lastfm (Last.fm-1K TSV), reddit (username,subreddit,utc CSV) or events "
         "(user_id,item_id,timestamp CSV/Parquet).",
+    },
+    "preset": {
+        "default": None,
+        "type": ["null", "string"],
+        "enum": [None, *PRESETS],
+        "title": "Training preset",
+        "description": "Training settings the training params below start from: lastfm, reddit, events "
+        "(validated product defaults; events = LastFM-like sizes) or paper-lastfm / paper-reddit (the "
+        "paper's settings). Empty = the preset of the input format.",
     },
     "input_paths": {
         "default": [],
@@ -59,105 +102,8 @@ PARAM_SPECS: dict[str, dict[str, Any]] = {
         "title": "Max. quarantined fraction",
         "description": "Sessionize fails when more than this fraction of raw rows is malformed.",
     },
-    "epochs": {
-        "default": 10,
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 1000,
-        "title": "Epochs",
-        "description": "Training epochs of THRNN.",
-    },
-    "batch_size": {
-        "default": 100,
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 100000,
-        "title": "Batch size (users)",
-        "description": "Users per training batch (paper: 100).",
-    },
-    "item_embedding": {
-        "default": None,
-        "type": ["null", "integer"],
-        "minimum": 1,
-        "maximum": 4096,
-        "title": "Item embedding size",
-        "description": "Empty = paper default per dataset (LastFM 100, Reddit 50).",
-    },
-    "user_embedding": {
-        "default": 10,
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 1024,
-        "title": "User embedding size",
-        "description": "Size of the user embedding of the inter-session GRU input.",
-    },
-    "gap_embedding": {
-        "default": 5,
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 1024,
-        "title": "Gap embedding size",
-        "description": "Size of the gap-time bucket embedding.",
-    },
-    "gap_exponent": {
-        "default": 1.0,
-        "type": "number",
-        "exclusiveMinimum": 0,
-        "maximum": 4,
-        "title": "Gap exponent",
-        "description": "The time model sees gap ** exponent (1.0 = plain; < 1 favours long gaps, "
-        "> 1 short gaps).",
-    },
-    "loss_time": {
-        "default": 0.45,
-        "type": "number",
-        "minimum": 0,
-        "title": "Loss weight: time",
-        "description": "Weight of the return-time negative log-likelihood.",
-    },
-    "loss_rec": {
-        "default": 0.45,
-        "type": "number",
-        "minimum": 0,
-        "title": "Loss weight: next item",
-        "description": "Weight of the next-item cross-entropy.",
-    },
-    "loss_first": {
-        "default": 0.1,
-        "type": "number",
-        "minimum": 0,
-        "title": "Loss weight: first item",
-        "description": "Weight of the first-item-of-next-session cross-entropy.",
-    },
-    "learning_rate": {
-        "default": None,
-        "type": ["null", "number"],
-        "exclusiveMinimum": 0,
-        "maximum": 1,
-        "title": "Learning rate",
-        "description": "Adam learning rate of everything but the time head. Empty = paper default (1e-3).",
-    },
-    "lr_schedule": {
-        "default": "constant",
-        "type": "string",
-        "enum": ["constant", "cosine"],
-        "title": "Learning-rate schedule",
-        "description": "constant, or cosine decay over the epochs.",
-    },
-    "tie_embeddings": {
-        "default": False,
-        "type": "boolean",
-        "title": "Tied item embeddings",
-        "description": "Score next items with the item input embeddings (GRU4Rec's constrained embedding); "
-        "chosen on validation splits of both excerpts, see docs/quality.md.",
-    },
-    "seed": {
-        "default": 0,
-        "type": "integer",
-        "minimum": 0,
-        "title": "Seed",
-        "description": "Seed of training (and of everything random downstream).",
-    },
+}
+_OUTPUT_SPECS: dict[str, dict[str, Any]] = {
     "top_k": {
         "default": 20,
         "type": "integer",
@@ -217,75 +163,64 @@ PARAM_SPECS: dict[str, dict[str, Any]] = {
         "always run.",
     },
 }
+PARAM_SPECS: dict[str, dict[str, Any]] = {
+    **_DATA_SPECS,
+    **{name: train_param_spec(name) for name in TRAIN_PARAMS},
+    **_OUTPUT_SPECS,
+}
 
 
 class ParamError(ValueError):
     """A DAG param is invalid; the message names the param and the rule."""
 
 
+def _help(name: str) -> dict[str, str]:
+    return {"help": PARAM_SPECS[name]["description"]}
+
+
 @dataclass(frozen=True)
 class RunParams:
-    """Validated params of one run (see :data:`PARAM_SPECS` for the meaning of each field)."""
+    """Validated params of one run (see :data:`PARAM_SPECS` for the meaning of each field).
 
-    dataset: str = field(default="lastfm", metadata={"help": PARAM_SPECS["dataset"]["description"]})
-    format: str = field(default="lastfm", metadata={"help": PARAM_SPECS["format"]["description"]})
-    input_paths: tuple[str, ...] = field(default=(), metadata={"help": PARAM_SPECS["input_paths"]["description"]})
-    session_gap_seconds: int | None = field(
-        default=None, metadata={"help": PARAM_SPECS["session_gap_seconds"]["description"]}
-    )
-    max_bad_fraction: float = field(default=0.01, metadata={"help": PARAM_SPECS["max_bad_fraction"]["description"]})
-    epochs: int = field(default=10, metadata={"help": PARAM_SPECS["epochs"]["description"]})
-    batch_size: int = field(default=100, metadata={"help": PARAM_SPECS["batch_size"]["description"]})
-    item_embedding: int | None = field(default=None, metadata={"help": PARAM_SPECS["item_embedding"]["description"]})
-    user_embedding: int = field(default=10, metadata={"help": PARAM_SPECS["user_embedding"]["description"]})
-    gap_embedding: int = field(default=5, metadata={"help": PARAM_SPECS["gap_embedding"]["description"]})
-    gap_exponent: float = field(default=1.0, metadata={"help": PARAM_SPECS["gap_exponent"]["description"]})
-    loss_time: float = field(default=0.45, metadata={"help": PARAM_SPECS["loss_time"]["description"]})
-    loss_rec: float = field(default=0.45, metadata={"help": PARAM_SPECS["loss_rec"]["description"]})
-    loss_first: float = field(default=0.1, metadata={"help": PARAM_SPECS["loss_first"]["description"]})
-    learning_rate: float | None = field(default=None, metadata={"help": PARAM_SPECS["learning_rate"]["description"]})
-    lr_schedule: str = field(default="constant", metadata={"help": PARAM_SPECS["lr_schedule"]["description"]})
-    tie_embeddings: bool = field(default=False, metadata={"help": PARAM_SPECS["tie_embeddings"]["description"]})
-    seed: int = field(default=0, metadata={"help": PARAM_SPECS["seed"]["description"]})
-    top_k: int = field(default=20, metadata={"help": PARAM_SPECS["top_k"]["description"]})
-    horizons_hours: tuple[float, float, float] = field(
-        default=(24.0, 168.0, 720.0), metadata={"help": PARAM_SPECS["horizons_hours"]["description"]}
-    )
-    risk_thresholds: tuple[float, float] = field(
-        default=(0.3, 0.7), metadata={"help": PARAM_SPECS["risk_thresholds"]["description"]}
-    )
-    recall_tolerance: float = field(default=0.0, metadata={"help": PARAM_SPECS["recall_tolerance"]["description"]})
-    mae_tolerance: float = field(default=0.0, metadata={"help": PARAM_SPECS["mae_tolerance"]["description"]})
-    force_promote: bool = field(default=False, metadata={"help": PARAM_SPECS["force_promote"]["description"]})
-    neural_baselines: bool = field(default=False, metadata={"help": PARAM_SPECS["neural_baselines"]["description"]})
+    ``train`` holds only the training knobs (:data:`TRAIN_PARAMS`) that were given, so everything
+    else keeps the preset's value.
+    """
+
+    dataset: str = field(default="lastfm", metadata=_help("dataset"))
+    format: str = field(default="lastfm", metadata=_help("format"))
+    preset: str | None = field(default=None, metadata=_help("preset"))
+    input_paths: tuple[str, ...] = field(default=(), metadata=_help("input_paths"))
+    session_gap_seconds: int | None = field(default=None, metadata=_help("session_gap_seconds"))
+    max_bad_fraction: float = field(default=0.01, metadata=_help("max_bad_fraction"))
+    train: dict[str, Any] = field(default_factory=dict, hash=False,
+                                  metadata={"help": "given TrainConfig overrides (TRAIN_PARAMS)"})
+    top_k: int = field(default=20, metadata=_help("top_k"))
+    horizons_hours: tuple[float, float, float] = field(default=(24.0, 168.0, 720.0), metadata=_help("horizons_hours"))
+    risk_thresholds: tuple[float, float] = field(default=(0.3, 0.7), metadata=_help("risk_thresholds"))
+    recall_tolerance: float = field(default=0.0, metadata=_help("recall_tolerance"))
+    mae_tolerance: float = field(default=0.0, metadata=_help("mae_tolerance"))
+    force_promote: bool = field(default=False, metadata=_help("force_promote"))
+    neural_baselines: bool = field(default=False, metadata=_help("neural_baselines"))
+
+    @property
+    def train_preset(self) -> str:
+        """The preset training starts from: the param ``preset``, else the input format's."""
+        return self.preset or preset_for_format(self.format)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
+        """One entry per DAG param (training knobs not given are None): ``validate_params`` round-trips it."""
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "train":
+                d.update({name: self.train.get(name) for name in TRAIN_PARAMS})
+            else:
+                v = getattr(self, f.name)
+                d[f.name] = list(v) if isinstance(v, tuple) else v
         return d
 
     def train_overrides(self) -> dict[str, Any]:
-        """Overrides for ``thrnn.config.config_for(dataset, **overrides)``."""
-        o: dict[str, Any] = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "user_embedding": self.user_embedding,
-            "gap_embedding": self.gap_embedding,
-            "gap_exponent": self.gap_exponent,
-            "loss_time": self.loss_time,
-            "loss_rec": self.loss_rec,
-            "loss_first": self.loss_first,
-            "lr_schedule": self.lr_schedule,
-            "tie_embeddings": self.tie_embeddings,
-            "seed": self.seed,
-        }
-        if self.item_embedding is not None:
-            o["item_embedding"] = self.item_embedding
-        if self.learning_rate is not None:
-            o["lr"] = self.learning_rate
-        return o
+        """The training knobs given for this run: overrides for ``config_for(self.train_preset, ...)``."""
+        return dict(self.train)
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
@@ -316,7 +251,8 @@ def _check_scalar(name: str, value: Any, spec: Mapping[str, Any]) -> None:
     if value is None:
         return
     if "enum" in spec and value not in spec["enum"]:
-        raise ParamError(f"param {name!r} must be one of {spec['enum']}, got {value!r}")
+        allowed = [v for v in spec["enum"] if v is not None]
+        raise ParamError(f"param {name!r} must be one of {allowed}, got {value!r}")
     if "pattern" in spec and not re.fullmatch(spec["pattern"], value):
         raise ParamError(f"param {name!r} must match {spec['pattern']}, got {value!r}")
     if "minLength" in spec and len(value) < spec["minLength"]:
@@ -330,6 +266,8 @@ def _check_scalar(name: str, value: Any, spec: Mapping[str, Any]) -> None:
             raise ParamError(f"param {name!r} must be <= {spec['maximum']}, got {value!r}")
         if "exclusiveMinimum" in spec and value <= spec["exclusiveMinimum"]:
             raise ParamError(f"param {name!r} must be > {spec['exclusiveMinimum']}, got {value!r}")
+        if "exclusiveMaximum" in spec and value >= spec["exclusiveMaximum"]:
+            raise ParamError(f"param {name!r} must be < {spec['exclusiveMaximum']}, got {value!r}")
 
 
 def _check(name: str, value: Any, spec: Mapping[str, Any]) -> None:
@@ -346,6 +284,13 @@ def _check(name: str, value: Any, spec: Mapping[str, Any]) -> None:
 def validate_params(raw: Mapping[str, Any] | None) -> RunParams:
     """Check every param (unknown names too) and return them typed; raises :class:`ParamError`."""
     raw = dict(raw or {})
+    for old, new in PARAM_ALIASES.items():
+        if old in raw:
+            if raw.get(new) is not None and raw[old] is not None:
+                raise ParamError(f"params {old!r} and {new!r} are the same knob: give only {new!r}")
+            value = raw.pop(old)
+            if raw.get(new) is None:
+                raw[new] = value
     unknown = sorted(set(raw) - set(PARAM_SPECS))
     if unknown:
         raise ParamError(f"unknown param(s) {unknown}; known: {sorted(PARAM_SPECS)}")
@@ -359,21 +304,29 @@ def validate_params(raw: Mapping[str, Any] | None) -> RunParams:
     low, high = (float(t) for t in values["risk_thresholds"])
     if not low < high:
         raise ParamError(f"param 'risk_thresholds' must be increasing (low < high), got {[low, high]}")
-    if values["loss_time"] + values["loss_rec"] + values["loss_first"] <= 0:
-        raise ParamError("params 'loss_time', 'loss_rec', 'loss_first' must not all be 0")
-    ints = ("session_gap_seconds", "epochs", "batch_size", "item_embedding", "user_embedding", "gap_embedding",
-            "seed", "top_k")
-    for name in ints:
+    for name in ("session_gap_seconds", "top_k"):
         if values[name] is not None:
             values[name] = int(values[name])
-    for name in ("max_bad_fraction", "gap_exponent", "loss_time", "loss_rec", "loss_first",
-                 "recall_tolerance", "mae_tolerance", "learning_rate"):
-        if values[name] is not None:
-            values[name] = float(values[name])
+    for name in ("max_bad_fraction", "recall_tolerance", "mae_tolerance"):
+        values[name] = float(values[name])
     values["input_paths"] = tuple(values["input_paths"])
     values["horizons_hours"] = tuple(horizons)
     values["risk_thresholds"] = (low, high)
-    return RunParams(**values)
+    train: dict[str, Any] = {}
+    for name in TRAIN_PARAMS:
+        value = values.pop(name)
+        if value is not None:
+            kind = type(_TRAIN_FIELDS[name].default)
+            train[name] = kind(value) if kind in (int, float) else value
+    params = RunParams(**values, train=train)
+    # the knobs layered on the preset must make a valid config (cross-field rules too)
+    try:
+        cfg = config_for(params.train_preset, "thrnn", **train)
+    except ValueError as err:
+        raise ParamError(f"training params: {err}") from err
+    if cfg.loss_time + cfg.loss_rec + cfg.loss_first <= 0:
+        raise ParamError("params 'loss_time', 'loss_rec', 'loss_first' must not all be 0")
+    return params
 
 
 def param_defaults() -> dict[str, Any]:

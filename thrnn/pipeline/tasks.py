@@ -141,7 +141,8 @@ def validate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
 def _training_config(settings: PipelineSettings, params: RunParams):  # noqa: ANN202 - TrainConfig
     from thrnn.config import config_for
 
-    return config_for(params.dataset, "thrnn", **params.train_overrides(), device=settings.device)
+    # preset of the input format (or the param preset), never of the dataset name; given knobs on top
+    return config_for(params.train_preset, "thrnn", **params.train_overrides(), device=settings.device)
 
 
 def train(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
@@ -193,8 +194,11 @@ def _run_baselines(data_dir: Path, out_dir: Path, params: RunParams, device: str
     except ImportError as err:
         log.warning("baselines skipped: thrnn.baselines.run_baselines unavailable (%s)", err)
         return {}
-    wanted = {"neural_epochs": params.epochs if params.neural_baselines else 0, "seed": params.seed,
-              "dataset": params.dataset, "device": device, "progress": False}
+    from thrnn.config import config_for
+
+    thrnn_cfg = config_for(params.train_preset, "thrnn", **params.train_overrides())  # epochs, seed as THRNN's
+    wanted = {"neural_epochs": thrnn_cfg.epochs if params.neural_baselines else 0, "seed": thrnn_cfg.seed,
+              "dataset": params.train_preset, "device": device, "progress": False}
     accepted = inspect.signature(run_baselines).parameters
     kwargs = {k: v for k, v in wanted.items() if k in accepted}
     try:
