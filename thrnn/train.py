@@ -35,11 +35,12 @@ from thrnn.checkpoint import (
 from thrnn.config import TrainConfig, add_config_arguments, config_from_args
 from thrnn.data import HistoryState, SessionData, load_sessions, user_parallel_batches
 from thrnn.device import describe, resolve_device
-from thrnn.inference import item_mask, replay, time_predictions
+from thrnn.inference import item_mask, personal_history, replay, time_predictions
 from thrnn.io import Split, read_split
 from thrnn.metrics import ranking_metrics, return_time_mae
 from thrnn.models import HierarchicalGRU, build_model
 from thrnn.models.hier_gru import TiedOutput
+from thrnn.personal import PersonalHistory
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,22 @@ class _Trainer:
         self.base_lrs = [g["lr"] for g in groups]
         self.amp = cfg.amp and device.type == "cuda"
         self.sampler = torch.Generator(device=device)
+        if model.mixture:
+            if cfg.sampled_softmax > 0:
+                raise ValueError("the personal-history mixture needs the full softmax: set sampled_softmax 0")
+            self._init_personal(data, ~data.is_test & ~data.validation_mask(cfg.val_sessions))
+
+    def _init_personal(self, data: SessionData, count_rows: torch.Tensor) -> None:
+        """The personal components' probabilities of every training target, computed once: they depend
+        on data only (leave-one-out global counts, strictly earlier events of the user)."""
+        ph = PersonalHistory(data, count_rows, window=self.cfg.personal_window, decay=self.cfg.decay)
+        every = torch.arange(ph.n_events)
+        p, a = ph.target_probs(every, ph.event_user, first=False, leave_one_out=True)
+        self.next_p, self.next_a = p.to(self.device), a.to(self.device)
+        p, a = ph.target_probs(ph.row_start, data.users, first=True, leave_one_out=True)
+        self.first_p, self.first_a = p.to(self.device), a.to(self.device)
+        self.row_start = ph.row_start.to(self.device)
+        self.flat = ph.flat.to(self.device)
 
     def step(self, rows: torch.Tensor, rows_cpu: torch.Tensor, state: HistoryState) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward + backward of one batch; returns (loss parts [joint, rec, time, first], ok flag)."""
@@ -105,26 +122,38 @@ class _Trainer:
         x = self.items[rows, : int(n_in.max()) + 1]
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             h = model.inter_state(u, *state.get(u), counts_cpu=state.counts_cpu[u_cpu])
-            states, t_items, rep = model.intra_targets(x[:, :-1], x[:, 1:], n_in, h)
             first_rows = self.first_ok[rows] if model.temporal else None
             cand = None
-            if cfg.sampled_softmax > 0:
-                extra = torch.randint(1, model.n_items + 1, (cfg.sampled_softmax,), generator=self.sampler,
-                                      device=self.device)
-                parts = [t_items, extra] + ([x[first_rows, 0]] if model.temporal else [])
-                cand = torch.unique(torch.cat(parts))
-            logits = model.item_logits(states, cand)
-            target_idx = t_items - 1 if cand is None else torch.searchsorted(cand, t_items)
-            loss_rec = F.cross_entropy(logits.float(), target_idx)
+            if model.mixture:
+                # the intra GRU hands back each target's flat event index in its own (maybe packed) order
+                index = self.row_start[rows][:, None] + torch.arange(1, x.shape[1], device=self.device)
+                states, t_index, rep = model.intra_targets(x[:, :-1], index, n_in, h)
+                t_items = self.flat[t_index]
+                loss_rec = -model.next_log_prob(states, t_items, self.next_p[t_index], self.next_a[t_index]).mean()
+            else:
+                states, t_items, rep = model.intra_targets(x[:, :-1], x[:, 1:], n_in, h)
+                if cfg.sampled_softmax > 0:
+                    extra = torch.randint(1, model.n_items + 1, (cfg.sampled_softmax,), generator=self.sampler,
+                                          device=self.device)
+                    parts = [t_items, extra] + ([x[first_rows, 0]] if model.temporal else [])
+                    cand = torch.unique(torch.cat(parts))
+                logits = model.item_logits(states, cand)
+                target_idx = t_items - 1 if cand is None else torch.searchsorted(cand, t_items)
+                loss_rec = F.cross_entropy(logits.float(), target_idx)
             zero = loss_rec.new_zeros(())
             loss_time = loss_first = zero
             loss = loss_rec
             if model.temporal:
                 if bool(first_rows.any()):
                     f_items = x[first_rows, 0]
-                    f_logits = model.first_logits(h[first_rows], cand)
-                    f_idx = f_items - 1 if cand is None else torch.searchsorted(cand, f_items)
-                    loss_first = F.cross_entropy(f_logits.float(), f_idx)
+                    if model.mixture:
+                        f_rows = rows[first_rows]
+                        loss_first = -model.first_log_prob(h[first_rows], f_items, self.first_p[f_rows],
+                                                           self.first_a[f_rows]).mean()
+                    else:
+                        f_logits = model.first_logits(h[first_rows], cand)
+                        f_idx = f_items - 1 if cand is None else torch.searchsorted(cand, f_items)
+                        loss_first = F.cross_entropy(f_logits.float(), f_idx)
                 tmask = self.time_ok[rows]
                 a = model.time_a(h)
                 nll = tm.nll(a, model.time_head.w, self.u[rows])
@@ -201,7 +230,9 @@ def validate(model: HierarchicalGRU, data: SessionData, cfg: TrainConfig, val: t
              device: torch.device) -> dict[str, Any]:
     """Next-item and return-time metrics on the validation sessions (replaying training history first)."""
     include = ~data.is_test
-    r = replay(model, data, cfg, include, val, device, blocked_items=item_mask(cfg, data, n_items=model.n_items))
+    personal = personal_history(model, data, cfg, count_rows=include & ~val)
+    r = replay(model, data, cfg, include, val, device, blocked_items=item_mask(cfg, data, n_items=model.n_items),
+               personal=personal)
     out: dict[str, Any] = {f"val_{k}": v for k, v in ranking_metrics(r.next_ranks).items()}
     if r.gap_a is not None and r.w is not None and len(r.gap_a):
         median, _, _ = time_predictions(r.gap_a, r.w, cfg)

@@ -26,7 +26,7 @@ torch.set_num_threads(1)
 
 def _trained(tmp_path, model: str, **kw):
     split = tiny_split(n_users=6, n_items=10, seed=11, **kw)
-    cfg = config_for("lastfm", model, item_embedding=8, epochs=2, batch_size=3, device="cpu", history_sessions=3)
+    cfg = config_for("paper-lastfm", model, item_embedding=8, epochs=2, batch_size=3, device="cpu", history_sessions=3)
     train_sessions(load_sessions(split), tmp_path, cfg, progress=False)
     m, cfg = load_run(tmp_path)
     return m, cfg, split
@@ -106,7 +106,7 @@ def test_hrnn_recommends_from_the_last_item_and_has_no_time_figures(tmp_path):
 def test_score_cli_writes_both_tables(tmp_path):
     split_dir = tmp_path / "split"
     split = tiny_split(split_dir)
-    cfg = config_for("lastfm", "thrnn", item_embedding=8, epochs=1, device="cpu")
+    cfg = config_for("paper-lastfm", "thrnn", item_embedding=8, epochs=1, device="cpu")
     train_sessions(load_sessions(split), tmp_path / "run", cfg, progress=False)
     subprocess.run([sys.executable, "-m", "thrnn", "score", "--data", str(split_dir), "--run", str(tmp_path / "run"),
                     "--run-date", "2009-01-01", "--out", str(tmp_path / "out"), "--top-k", "3", "--device", "cpu"],

@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 
 def _cfg(model: str = "thrnn", **kw) -> TrainConfig:
     base = {"item_embedding": 16, "epochs": 1, "batch_size": 4, "device": "cpu", "seed": 7}
-    return config_for("lastfm", model, **{**base, **kw})
+    return config_for("paper-lastfm", model, **{**base, **kw})
 
 
 def _state(path) -> dict[str, torch.Tensor]:
@@ -251,18 +251,19 @@ def test_cuda_training_evaluation_and_scoring_agree_with_cpu(tmp_path):
 
 
 def test_config_presets_layering_and_validation(tmp_path):
-    assert (config_for("reddit", "hrnn").item_embedding, config_for("reddit", "hrnn").dropout,
-            config_for("reddit", "hrnn").epochs) == (50, 0.0, 20)
-    lastfm = config_for("lastfm")
+    assert (config_for("paper-reddit", "hrnn").item_embedding, config_for("paper-reddit", "hrnn").dropout,
+            config_for("paper-reddit", "hrnn").epochs) == (50, 0.0, 20)
+    lastfm = config_for("paper-lastfm")
     assert (lastfm.item_embedding, lastfm.epochs, lastfm.lr, lastfm.time_lr, lastfm.batch_size) == (100, 24, 1e-3, 1e-4, 100)
     assert (lastfm.loss_time, lastfm.loss_rec, lastfm.loss_first) == (0.45, 0.45, 0.1)
-    assert config_for("somewhere-else", "thrnn") == lastfm
+    with pytest.raises(ValueError, match="unknown preset"):
+        config_for("somewhere-else", "thrnn")
     assert config_for("reddit", "thrnn", epochs=3).epochs == 3
     assert TrainConfig.from_dict(lastfm.to_dict()) == lastfm
     with pytest.raises(ValueError, match="unknown TrainConfig keys"):
         TrainConfig.from_dict({"modle": "thrnn"})
     with pytest.raises(ValueError, match="model must be one of"):
-        config_for("lastfm", "sasrec")
+        config_for("paper-lastfm", "sasrec")
     with pytest.raises(ValueError, match="dropout"):
         TrainConfig(dropout=1.0)
     with pytest.raises(ValueError, match="gap_exponent"):
