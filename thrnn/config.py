@@ -279,9 +279,10 @@ _VALIDATED: dict[str, dict[str, dict[str, Any]]] = {
         "gru4rec": {"lr": 2e-3, "tie_embeddings": True, "epochs": 40},
     },
 }
-# Settings every product preset (lastfm, reddit, events) adds for every model, once validated,
-# e.g. {"mixture": True}; the paper presets never get them.
-_PRODUCT_EXTRA: dict[str, Any] = {}
+# Settings every product preset (lastfm, reddit, events) adds for every model: the repeat-aware
+# mixture, which converges in fewer epochs and then overfits (docs/quality.md, validation curves).
+# The paper presets never get them.
+_PRODUCT_EXTRA: dict[str, Any] = {"mixture": True, "epochs": 10}
 
 
 def _product(paper: str) -> dict[str, dict[str, Any]]:

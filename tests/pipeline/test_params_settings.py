@@ -88,11 +88,11 @@ def _cfg(raw: dict) -> TrainConfig:
 
 def test_omitted_knobs_take_the_preset_of_the_input_format():
     reddit = _cfg({"dataset": "nightly-r", "format": "reddit"})
-    assert (reddit.epochs, reddit.item_embedding, reddit.lr, reddit.tie_embeddings) == (40, 50, 2e-3, True)
+    assert (reddit.epochs, reddit.item_embedding, reddit.lr, reddit.tie_embeddings) == (10, 50, 2e-3, True)
     assert reddit == config_for("reddit", "thrnn", device="cpu")
     lastfm = _cfg({"format": "lastfm"})
     assert (lastfm.epochs, lastfm.item_embedding, lastfm.user_embedding, lastfm.lr_schedule,
-            lastfm.tie_embeddings, lastfm.seed) == (40, 100, 50, "cosine", True, 42)
+            lastfm.tie_embeddings, lastfm.seed) == (10, 100, 50, "cosine", True, 42)
     assert _cfg({"format": "events"}) == config_for("events", "thrnn", device="cpu")
     # given knobs override the preset, the others keep its values
     given = _cfg({"format": "reddit", "epochs": 3, "tie_embeddings": False})

@@ -43,10 +43,10 @@ def test_paper_presets_reproduce_the_papers_settings(dataset, model):
 def test_product_presets_are_the_validated_settings():
     lastfm = config_for("lastfm")
     assert (lastfm.tie_embeddings, lastfm.lr_schedule, lastfm.user_embedding, lastfm.epochs, lastfm.item_embedding,
-            lastfm.lr, lastfm.dropout) == (True, "cosine", 50, 40, 100, 1e-3, 0.2)
+            lastfm.lr, lastfm.dropout, lastfm.mixture) == (True, "cosine", 50, 10, 100, 1e-3, 0.2, True)
     reddit = {m: config_for("reddit", m) for m in MODELS}
-    assert {(c.lr, c.tie_embeddings, c.epochs, c.item_embedding, c.lr_schedule) for c in reddit.values()} == {
-        (2e-3, True, 40, 50, "constant")}
+    assert {(c.lr, c.tie_embeddings, c.epochs, c.item_embedding, c.lr_schedule, c.mixture)
+            for c in reddit.values()} == {(2e-3, True, 10, 50, "constant", True)}
     assert [reddit[m].dropout for m in MODELS] == [0.2, 0.0, 0.0]  # dropout as the paper's table
     for m in MODELS:
         assert config_for("events", m) == config_for("lastfm", m)  # generic logs: LastFM-like sizes
@@ -54,14 +54,13 @@ def test_product_presets_are_the_validated_settings():
     assert config_for("lastfm", "hrnn").user_embedding == 10  # user embedding 50 was chosen for THRNN only
 
 
-def test_product_presets_equal_the_bench_overrides_on_the_paper_presets():
-    # bench/quality.py still layers this file on a preset; both must describe the same product defaults
+def test_product_presets_are_the_plain_models_overrides_plus_the_mixture():
+    # the file holds what validation chose for the plain softmax; the product adds the mixture on top
     overrides = json.loads((REPO / "bench" / "configs" / "quality_overrides.json").read_text())
     for dataset, per_model in overrides.items():
         for model, ov in per_model.items():
-            expected = config_for(f"paper-{dataset}", model, **ov, **C._PRODUCT_EXTRA)
+            expected = config_for(f"paper-{dataset}", model, **{**ov, **C._PRODUCT_EXTRA})
             assert config_for(dataset, model) == expected, (dataset, model)
-            assert config_for(dataset, model, **ov) == expected  # layering them again changes nothing
 
 
 def test_unknown_preset_or_model_fails_clearly():
