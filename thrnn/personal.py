@@ -88,6 +88,17 @@ class PersonalHistory:
             cached = self._device_flat[str(device)] = self.flat.to(device)
         return cached
 
+    def seen_before(self) -> torch.Tensor:
+        """(E,) bool: the event's item occurred earlier in the same user's history (any distance): the
+        target "repeats" an item of the user rather than being new to them."""
+        users = self.event_user.numpy()
+        items = self.flat.numpy()
+        order = np.lexsort((np.arange(len(items)), items, users))  # by user, item, time
+        u, i = users[order], items[order]
+        repeat = np.zeros(len(items), dtype=bool)
+        repeat[order[1:]] = (u[1:] == u[:-1]) & (i[1:] == i[:-1])
+        return torch.from_numpy(repeat)
+
     @property
     def n_events(self) -> int:
         return int(self.flat.numel())

@@ -56,6 +56,12 @@ def test_flat_history_and_transition_counts():
     assert {(a, c): int(b[a, c]) for a, c in zip(*b.nonzero(), strict=True)} == {(3, 2): 1, (1, 1): 2, (2, 3): 1}
 
 
+def test_seen_before_marks_repeats_of_the_same_user():
+    data = _data()
+    ph = PersonalHistory(data, ~data.is_test, window=2, decay=0.9)  # the window does not limit it
+    assert ph.seen_before().tolist() == [False, False, False] + [True] * 10 + [False, False, True, True, True, False]
+
+
 def test_target_probabilities_by_hand():
     data = _data()
     ph = PersonalHistory(data, ~data.is_test, window=500, decay=0.9)
