@@ -140,6 +140,16 @@ _OUTPUT_SPECS: dict[str, dict[str, Any]] = {
         "description": "The new model may be at most this much (absolute) below the champion's "
         "Recall@20 and still be promoted.",
     },
+    "baseline_tolerance": {
+        "default": 0.0,
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+        "title": "Promotion tolerance: best baseline",
+        "description": "The new model may be at most this much (absolute) below the best baseline "
+        "of tonight's split on next-item and first-item Recall@20 and MRR@20 and still be promoted; "
+        "when no model qualifies the night publishes that baseline's lists.",
+    },
     "mae_tolerance": {
         "default": 0.0,
         "type": "number",
@@ -198,6 +208,7 @@ class RunParams:
     horizons_hours: tuple[float, float, float] = field(default=(24.0, 168.0, 720.0), metadata=_help("horizons_hours"))
     risk_thresholds: tuple[float, float] = field(default=(0.3, 0.7), metadata=_help("risk_thresholds"))
     recall_tolerance: float = field(default=0.0, metadata=_help("recall_tolerance"))
+    baseline_tolerance: float = field(default=0.0, metadata=_help("baseline_tolerance"))
     mae_tolerance: float = field(default=0.0, metadata=_help("mae_tolerance"))
     force_promote: bool = field(default=False, metadata=_help("force_promote"))
     neural_baselines: bool = field(default=False, metadata=_help("neural_baselines"))
@@ -307,7 +318,7 @@ def validate_params(raw: Mapping[str, Any] | None) -> RunParams:
     for name in ("session_gap_seconds", "top_k"):
         if values[name] is not None:
             values[name] = int(values[name])
-    for name in ("max_bad_fraction", "recall_tolerance", "mae_tolerance"):
+    for name in ("max_bad_fraction", "recall_tolerance", "baseline_tolerance", "mae_tolerance"):
         values[name] = float(values[name])
     values["input_paths"] = tuple(values["input_paths"])
     values["horizons_hours"] = tuple(horizons)
