@@ -52,7 +52,8 @@ log = logging.getLogger("bench.quality")
 
 SHARED_DATA = REPO.parent / "shared" / "data"
 NEURAL = ("thrnn", "hrnn", "gru4rec")
-NON_NEURAL = ("most_popular", "markov1", "median_global", "median_user", "hawkes")
+NON_NEURAL = ("most_popular", "markov1", "repeat_last", "user_recency", "user_decay", "user_markov1", "blend", "sknn",
+              "median_global", "median_user", "hawkes")
 SUMMARY_KEYS = ("recall@5", "recall@10", "recall@20", "mrr@5", "mrr@10", "mrr@20", "first_item_recall@20",
                 "first_item_mrr@20", "mae_hours", "mae_hours_mean", "mean_no_return_prob", "n_targets", "n_gaps",
                 "fit_seconds")

@@ -2,7 +2,9 @@
 
 ``results`` maps a model name to its flat metrics dict (:func:`thrnn.evaluate.metrics_from_predictions`);
 a figure ``x`` may come with ``x_std`` (benchmarks over seeds), shown as ``mean ± std``. Figures that
-do not apply to a model (None) are shown as "–" and left out of the plots.
+do not apply to a model (None) are shown as "–" and left out of the plots. Models whose dict carries
+``params`` (parameters chosen on validation, nested per target kind or flat) or ``validation``
+(figures on the validation split) get a row in a parameters table; other non-numeric keys are ignored.
 
 Plots (matplotlib, Agg backend): ``recall_at_k.png`` and ``mrr_at_k.png`` (bars per model for
 k = 5, 10, 20) and ``mae_by_gap_bucket.png`` (MAE per true-gap bucket per model, with the share of
@@ -45,6 +47,19 @@ def _fmt(m: Mapping[str, Any], key: str, digits: int) -> str:
     return f"{s} ± {std:.{digits}f}" if std is not None else s
 
 
+def _params(p: Any) -> str:
+    """``{"next": {"k": 50}, "first": {...}}`` -> ``next: k 50; first: ...`` (flat dicts: ``k 50, ...``)."""
+    if not isinstance(p, Mapping) or not p:
+        return "–"
+
+    def flat(d: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items())
+
+    if all(isinstance(v, Mapping) for v in p.values()):
+        return "; ".join(f"{k}: {flat(v)}" for k, v in p.items())
+    return flat(p)
+
+
 def _buckets(results: Mapping[str, Mapping[str, Any]], key: str = "mae_hours_by_bucket") -> list[dict[str, Any]]:
     """Bucket counts and shares (the same for every model of one split): the first model that has them."""
     for m in results.values():
@@ -77,6 +92,18 @@ def markdown_report(results: Mapping[str, Mapping[str, Any]], title: str = "Eval
         row = [name, _fmt(m, "mae_hours", 2), _fmt(m, "mae_hours_mean", 2), _fmt(m, "mean_no_return_prob", 3),
                _fmt(m, "n_gaps", 0)]
         lines.append("| " + " | ".join(row) + " |")
+    tuned = [n for n, m in results.items() if isinstance(m.get("params"), Mapping) or isinstance(m.get("validation"), Mapping)]
+    if tuned:
+        head = ["model", "parameters", "validation R@20", "validation MRR@20", "validation first-item R@20",
+                "validation first-item MRR@20"]
+        lines += ["", "## Parameters and validation figures (validation split carved from train)", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name in tuned:
+            m = results[name]
+            v = m.get("validation") if isinstance(m.get("validation"), Mapping) else {}
+            row = [name, _params(m.get("params")), _fmt(v, "recall@20", 4), _fmt(v, "mrr@20", 4),
+                   _fmt(v, "first_item_recall@20", 4), _fmt(v, "first_item_mrr@20", 4)]
+            lines.append("| " + " | ".join(row) + " |")
     buckets = _buckets(results)
     timed = [n for n, m in results.items() if m.get("mae_hours") is not None]
     if buckets and timed:

@@ -1,8 +1,11 @@
 """``python -m thrnn baselines``: every baseline of SPEC §5 on one split, with a report.
 
 Non-neural baselines (deterministic): ``most_popular``, ``markov1`` (next item and first item),
-``median_global``, ``median_user`` and ``hawkes`` (return time). With ``--neural-epochs N`` > 0 the
-GRU4Rec-style session GRU (``gru4rec``) and ``hrnn`` are trained with ``thrnn.train.train`` and
+the session-aware ones of :mod:`thrnn.baselines.session_aware` — ``repeat_last``, ``user_recency``,
+``user_decay``, ``user_markov1``, ``blend`` and ``sknn`` (next item and first item; ``blend`` and
+``sknn`` tuned on a validation split carved from train, their choice in the metrics' ``params``) —
+and ``median_global``, ``median_user`` and ``hawkes`` (return time). With ``--neural-epochs N`` > 0
+the GRU4Rec-style session GRU (``gru4rec``) and ``hrnn`` are trained with ``thrnn.train.train`` and
 evaluated with ``thrnn.evaluate.evaluate_run`` on the same split.
 """
 
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from thrnn.baselines import hawkes, median, ranking
+from thrnn.baselines import session_aware as sa
 from thrnn.baselines.protocol import BaselinePredictions, session_table, targets_from_split, train_gap_hours
 from thrnn.evaluate import format_summary, metrics_from_predictions, write_json_atomic
 from thrnn.io import Split, read_split
@@ -29,8 +33,15 @@ NEURAL_BASELINES = ("gru4rec", "hrnn")
 
 
 def non_neural_baselines(split: Split, *, cap_hours: float = 500.0, hawkes_min_events: int = 5,
-                         progress: bool = False) -> dict[str, dict[str, Any]]:
-    """Metrics of most-popular, Markov-1, global/per-user median gap and per-user Hawkes on ``split``."""
+                         progress: bool = False, session_aware: bool = True,
+                         validation_sessions: int | None = None) -> dict[str, dict[str, Any]]:
+    """Metrics of most-popular, Markov-1, the session-aware baselines, global/per-user median gap and
+    per-user Hawkes on ``split``.
+
+    Session-aware entries carry ``params`` (what was chosen on validation, or the fixed defaults) and
+    ``validation`` (their figures on the validation split of ``validation_sessions`` sessions per
+    user; default: the mean number of test sessions per user).
+    """
     t = targets_from_split(split)
     pop = ranking.item_popularity(split)
     inner, between = ranking.transition_matrix(split)
@@ -50,6 +61,13 @@ def non_neural_baselines(split: Split, *, cap_hours: float = 500.0, hawkes_min_e
                                        ranking.markov_ranks(between, pop, t.first_prev_items, t.first_items),
                                        t.gap_true_hours),
         time.perf_counter() - t0)
+
+    if session_aware:
+        for name, r in sa.evaluate(split, validation_sessions=validation_sessions).items():
+            if len(r.next_ranks) != len(t.next_items) or len(r.first_ranks) != len(t.first_items):
+                raise AssertionError(f"{name}: targets differ from the protocol's targets")
+            add(name, BaselinePredictions(r.next_ranks, r.first_ranks, t.gap_true_hours), r.seconds,
+                params=r.params, validation=r.validation)
 
     gaps = train_gap_hours(split)
     t0 = time.perf_counter()
@@ -90,12 +108,14 @@ def neural_baselines(data_dir: str | Path, out_dir: str | Path, *, epochs: int, 
 
 
 def run_baselines(data_dir: str | Path, out_dir: str | Path, *, neural_epochs: int = 0, seed: int = 42,
-                  dataset: str = "lastfm", device: str = "cpu", progress: bool = False) -> dict[str, dict[str, Any]]:
+                  dataset: str = "lastfm", device: str = "cpu", progress: bool = False,
+                  session_aware: bool = True, validation_sessions: int | None = None) -> dict[str, dict[str, Any]]:
     """All baselines on one split; writes ``baselines.json``, ``report.md`` and plots into ``out_dir``."""
     from thrnn.report import write_report
 
     split = read_split(data_dir)
-    results = non_neural_baselines(split, progress=progress)
+    results = non_neural_baselines(split, progress=progress, session_aware=session_aware,
+                                   validation_sessions=validation_sessions)
     if neural_epochs > 0:
         results.update(neural_baselines(data_dir, out_dir, epochs=neural_epochs, seed=seed, dataset=dataset,
                                         device=device, progress=progress))
@@ -106,8 +126,10 @@ def run_baselines(data_dir: str | Path, out_dir: str | Path, *, neural_epochs: i
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.description = ("Evaluate the baselines of SPEC §5 (most-popular, Markov-1, median gaps, per-user Hawkes; "
-                     "optionally the GRU4Rec-style GRU and HRNN) on one split.")
+    p.description = ("Evaluate the baselines of SPEC §5 on one split: most-popular, Markov-1, the session-aware "
+                     "ones (repeat_last, user_recency, user_decay, user_markov1, blend and sknn; blend and sknn "
+                     "tuned on a validation split carved from train), median gaps, per-user Hawkes; optionally "
+                     "the GRU4Rec-style GRU and HRNN.")
     p.add_argument("--data", required=True, help="sessionize output folder (train/, test/, items/, users/)")
     p.add_argument("--out", required=True, help="folder for baselines.json, report.md and the plots")
     p.add_argument("--neural-epochs", type=int, default=0,
@@ -116,14 +138,23 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="lastfm",
                    help="preset of the neural baselines' hyper-parameters: lastfm or reddit (default lastfm)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto for the neural baselines (default cpu)")
+    p.add_argument("--validation-sessions", type=int, default=None,
+                   help="training sessions per user moved to the validation split that tunes blend and sknn "
+                        "(default: the mean number of test sessions per user)")
+    p.add_argument("--no-session-aware", action="store_true",
+                   help="skip the session-aware baselines (repeat_last ... sknn)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
     if args.neural_epochs < 0:
         raise SystemExit("--neural-epochs must be >= 0")
+    if args.validation_sessions is not None and args.validation_sessions < 1:
+        raise SystemExit("--validation-sessions must be >= 1")
     results = run_baselines(args.data, args.out, neural_epochs=args.neural_epochs, seed=args.seed,
-                            dataset=args.dataset, device=args.device, progress=not args.no_progress)
+                            dataset=args.dataset, device=args.device, progress=not args.no_progress,
+                            session_aware=not args.no_session_aware,
+                            validation_sessions=args.validation_sessions)
     for name, m in results.items():
         print(f"== {name}\n{format_summary(m)}", file=sys.stderr)
     print(f"wrote {Path(args.out) / BASELINES_FILE}", file=sys.stderr)

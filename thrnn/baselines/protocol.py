@@ -6,6 +6,9 @@
   user's previous session (train or test);
 - return time: every test session with a real gap (not a continuation, gap not null), in hours.
 
+:func:`validation_split` carves a validation split out of the training sessions (for tuning baselines
+without touching test).
+
 All arrays are in (user, session_index, position) order, the order of ``thrnn.inference.predict_test``.
 """
 
@@ -117,3 +120,34 @@ def train_gap_hours(split: Split) -> pd.DataFrame:
     return pd.DataFrame({C.USER_ID: s[C.USER_ID].to_numpy(np.int64),
                          C.SESSION_INDEX: s[C.SESSION_INDEX].to_numpy(np.int64),
                          "hours": s["gap_seconds"].to_numpy(np.float64) / 3600.0})
+
+
+def default_validation_sessions(split: Split) -> int:
+    """Sessions per user moved to validation by default: the mean number of test sessions per user.
+
+    The test split holds each user's last 20 % of sessions; moving that many training sessions per
+    user gives a validation split of about the size of test (users with few training sessions give
+    fewer, see :func:`validation_split`).
+    """
+    per_user = split.test.groupby(C.USER_ID)[C.SESSION_INDEX].nunique()
+    return max(1, round(float(per_user.mean()))) if len(per_user) else 1
+
+
+def validation_split(split: Split, sessions: int) -> Split:
+    """A split made of the training sessions only, for tuning: each user's last ``sessions`` training
+    sessions become its test part, always keeping at least 2 training sessions per user (a user with
+    n training sessions moves min(sessions, n - 2); users with fewer than 3 give no validation targets).
+
+    Ids (user, session, session_index, item) and the items and users tables are unchanged; the items
+    table's train_count is not recomputed (baselines count popularity from ``train`` itself).
+    """
+    if sessions < 1:
+        raise ValueError(f"sessions must be >= 1, got {sessions}")
+    tr = split.train
+    # session_index is dense per user within train (0..n-1): train holds each user's earliest sessions
+    order = tr.groupby(C.USER_ID)[C.SESSION_INDEX].rank(method="dense").astype(np.int64) - 1
+    n = tr.groupby(C.USER_ID)[C.SESSION_INDEX].transform("nunique").astype(np.int64)
+    keep = np.maximum(n - sessions, 2)
+    is_val = (order >= keep).to_numpy()
+    return Split(tr[~is_val].reset_index(drop=True), tr[is_val].reset_index(drop=True),
+                 split.items, split.users, {"validation_sessions": int(sessions)})
