@@ -415,6 +415,27 @@ def test_sknn_tune_equals_brute_force_over_the_grid():
     assert m["recall@20"] == pytest.approx(best[2]["recall@20"]) and m["mrr@20"] == pytest.approx(best[2]["mrr@20"])
 
 
+@pytest.mark.parametrize("kind", sa.KINDS)
+def test_blocks_of_users_give_the_same_ranks_and_choices(kind):
+    split = _random_split(5)
+    one = sa.make_task(split, kind)
+    blocks = sa.Blocks(split, kind, budget=12)
+    assert len(blocks.slices) > 2
+    users = [set(t.hist.users.tolist()) for t in blocks]
+    assert all(not (a & b) for a, b in itertools.combinations(users, 2))  # cut between users only
+    for name in sa.PERSONAL:
+        np.testing.assert_array_equal(blocks.ranks(lambda t, n=name: sa.personal_ranks(t, n)),
+                                      sa.personal_ranks(one, name))
+    p = {"w_global": 0.2, "w_user": 0.5, "w_decay": 0.3, "decay": 0.9}
+    np.testing.assert_array_equal(blocks.ranks(lambda t: sa.blend_ranks(t, p)), sa.blend_ranks(one, p))
+    grid = {"k": (2, 5), "sample_size": (3, 20), "extend": (0, 3), "boost": (0.0, 2.0), "w_remind": (0.0, 1.0)}
+    pairs = [(sa.tune_blend(b, decays=(0.5, 0.9), step=0.25) for b in (blocks, one)),
+             (sknn.tune(b, grid, max_targets=None) for b in (blocks, one))]
+    for a, b in pairs:
+        assert a[0] == b[0] and a[1] == pytest.approx(b[1])  # sums in another order: equal up to rounding
+    np.testing.assert_array_equal(blocks.ranks(lambda t: sknn.ranks(t, {"extend": 2})), sknn.ranks(one, {"extend": 2}))
+
+
 def test_evaluate_records_params_and_validation_figures():
     res = sa.evaluate(_split(), validation_sessions=1)
     assert set(res) == set(sa.SESSION_AWARE)

@@ -33,8 +33,8 @@ all score 0 and are counted in closed form, so nothing dense of size targets x i
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,7 @@ DEFAULT_BLEND: dict[str, dict[str, float]] = {
     "first": {"w_global": 0.0, "w_user": 0.0, "w_decay": 1.0, "decay": 0.97},
 }
 TUNE_K = 20  # tuning criterion: Recall@20, then MRR@20
+_HISTORY_BLOCK = 1 << 22  # bound on the history entries (target x distinct item) of one block of targets
 
 
 # ------------------------------------------------------------------------------ event log and history
@@ -408,7 +409,7 @@ class Task:
     targets: np.ndarray  # true items
     pop: np.ndarray
     transitions: sp.csr_matrix  # global within-session (next) or session-to-session (first) counts
-    _acc: dict[float, np.ndarray] | None = None
+    _acc: dict[float, np.ndarray] = field(default_factory=dict)  # per decay; shared by a split's blocks
     _blend: tuple[Entries, np.ndarray] | None = None
 
     @property
@@ -417,8 +418,6 @@ class Task:
 
     def decayed(self, decay: float) -> np.ndarray:
         """Decayed frequency of each history entry (``hist.h_*``), normalised to sum 1 per target."""
-        if self._acc is None:
-            self._acc = {}
         if decay not in self._acc:
             self._acc[decay] = decayed_counts(self.log, decay)
         h = self.hist
@@ -481,12 +480,72 @@ class Task:
 
 
 def make_task(split: Split, kind: str, log: EventLog | None = None) -> Task:
-    """The protocol's targets of ``kind`` on ``split`` with their histories."""
-    log = log or event_log(split)
-    at = log.targets(kind)
-    inner, between = ranking.transition_matrix(split)
-    return Task(kind, log, history(log, at, log.users[at]), log.items[at], ranking.item_popularity(split),
-                inner if kind == "next" else between)
+    """The protocol's targets of ``kind`` on ``split`` with their histories, as one block."""
+    return next(iter(Blocks(split, kind, log, budget=None)))
+
+
+class Blocks:
+    """The protocol's targets of ``kind`` on ``split`` as tasks over consecutive users whose history
+    entries (target x distinct item) stay under ``budget`` each; iterating builds them one at a time,
+    so memory stays bounded on any split (a single block is built once and kept)."""
+
+    def __init__(self, split: Split, kind: str, log: EventLog | None = None,
+                 budget: int | None = _HISTORY_BLOCK) -> None:
+        self.kind = kind
+        self.log = log or event_log(split)
+        self.at = self.log.targets(kind)
+        self.users = self.log.users[self.at]
+        inner, between = ranking.transition_matrix(split)
+        self.transitions = inner if kind == "next" else between
+        self.pop = ranking.item_popularity(split)
+        self._acc: dict[float, np.ndarray] = {}
+        self.slices = [slice(0, len(self.at))]
+        if budget is not None and len(self.at):
+            # a target holds at most min(earlier events of its user, the user's distinct items) entries
+            distinct = pd.Series(self.log.items).groupby(self.log.users).nunique()
+            est = np.minimum(self.at - self.log.user_start(self.users), distinct.reindex(self.users).to_numpy())
+            cuts = [0]
+            acc = 0
+            user_edges = set(np.flatnonzero(np.r_[True, self.users[1:] != self.users[:-1]]).tolist())
+            for t, e in enumerate(est.tolist()):
+                if acc + e > budget and t in user_edges and t > cuts[-1]:
+                    cuts.append(t)
+                    acc = 0
+                acc += e
+            self.slices = [slice(a, b) for a, b in itertools.pairwise([*cuts, len(self.at)])]
+        self._single: Task | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.at)
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.log.items[self.at]
+
+    def _task(self, sl: slice) -> Task:
+        at = self.at[sl]
+        return Task(self.kind, self.log, history(self.log, at, self.users[sl]), self.log.items[at], self.pop,
+                    self.transitions, self._acc)
+
+    def __iter__(self) -> Iterator[Task]:
+        if len(self.slices) == 1:
+            if self._single is None:
+                self._single = self._task(self.slices[0])
+            yield self._single
+            return
+        for sl in self.slices:
+            yield self._task(sl)
+
+    def ranks(self, fn: Callable[[Task], np.ndarray]) -> np.ndarray:
+        """``fn``'s ranks of every block, concatenated in target order."""
+        parts = [fn(t) for t in self]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def iter_tasks(tasks: Task | Blocks) -> Iterable[Task]:
+    """The block tasks of ``tasks`` (a single task is its own block)."""
+    return [tasks] if isinstance(tasks, Task) else tasks
 
 
 def blend_params_vector(p: dict[str, float]) -> np.ndarray:
@@ -498,24 +557,28 @@ def blend_ranks(task: Task, params: dict[str, float]) -> np.ndarray:
     return task.ranks(e, combine(e.values, blend_params_vector(params)))
 
 
-def tune_blend(task: Task, decays: Sequence[float] = BLEND_DECAYS, step: float = 0.1, k: int = TUNE_K,
+def tune_blend(tasks: Task | Blocks, decays: Sequence[float] = BLEND_DECAYS, step: float = 0.1, k: int = TUNE_K,
                grid: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, float]]:
-    """Best (weights, decay) on ``task`` (a validation task) by Recall@k, then MRR@k, then the first
+    """Best (weights, decay) on ``tasks`` (validation targets) by Recall@k, then MRR@k, then the first
     in (decay, grid) order. The weights run over the simplex grid of ``step`` (or the rows of ``grid``).
 
     Returns (params, {"recall@k", "mrr@k"} of the chosen point).
     """
     grid = simplex_grid(3, step) if grid is None else np.asarray(grid, dtype=np.float64)
-    best: tuple[int, float, dict[str, float]] | None = None
-    for decay in decays:
-        hits, rr = grid_metrics(task.blend_entries(decay), task.targets, task.pop, grid, k)
-        g = best_grid_point(hits, rr)
-        if best is None or hits[g] > best[0] or (hits[g] == best[0] and rr[g] > best[1]):
-            best = (int(hits[g]), float(rr[g]),
-                    {**{key: float(w) for key, w in zip(BLEND_KEYS, grid[g], strict=True)}, "decay": float(decay)})
-    assert best is not None
-    n = max(task.n, 1)
-    return best[2], {f"recall@{k}": float(best[0] / n), f"mrr@{k}": float(best[1] / n)}
+    hits = np.zeros((len(decays), len(grid)), dtype=np.int64)
+    rr = np.zeros((len(decays), len(grid)))
+    n = 0
+    for task in iter_tasks(tasks):
+        n += task.n
+        for j, decay in enumerate(decays):
+            h, r = grid_metrics(task.blend_entries(decay), task.targets, task.pop, grid, k)
+            hits[j] += h
+            rr[j] += r
+        task._blend = None  # the union of a block is not needed again
+    j, g = divmod(best_grid_point(hits.ravel(), rr.ravel()), len(grid))
+    params = {**{key: float(w) for key, w in zip(BLEND_KEYS, grid[g], strict=True)}, "decay": float(decays[j])}
+    n = max(n, 1)
+    return params, {f"recall@{k}": float(hits[j, g] / n), f"mrr@{k}": float(rr[j, g] / n)}
 
 
 def personal_ranks(task: Task, name: str, decay: float = DEFAULT_DECAY) -> np.ndarray:
@@ -634,15 +697,14 @@ def evaluate(split: Split, *, validation_sessions: int | None = None,
     n_val = default_validation_sessions(split) if validation_sessions is None else int(validation_sessions)
     t0 = time.perf_counter()
     log = event_log(split)
-    tasks = {k: make_task(split, k, log) for k in KINDS}
+    tasks = {k: Blocks(split, k, log) for k in KINDS}
     t = targets_from_split(split)
     if not (np.array_equal(tasks["next"].targets, t.next_items) and np.array_equal(tasks["first"].targets, t.first_items)
-            and np.array_equal(tasks["next"].hist.cur, t.next_prev_items)
-            and np.array_equal(tasks["first"].hist.cur, t.first_prev_items)):
+            and np.array_equal(tasks["next"].log.items[tasks["next"].at - 1], t.next_prev_items)):
         raise AssertionError("session-aware targets differ from the protocol's targets")
     val = validation_split(split, n_val)
     vlog = event_log(val)
-    vtasks = {k: make_task(val, k, vlog) for k in KINDS}
+    vtasks = {k: Blocks(val, k, vlog) for k in KINDS}
     shared = time.perf_counter() - t0
     out: dict[str, Result] = {}
     for name in names:
@@ -650,18 +712,18 @@ def evaluate(split: Split, *, validation_sessions: int | None = None,
         params: dict[str, Any]
         if name in PERSONAL:
             params = {"decay": DEFAULT_DECAY} if name == "user_decay" else {}
-            test = {k: personal_ranks(tasks[k], name) for k in KINDS}
-            vfig = _figures(*(personal_ranks(vtasks[k], name) for k in KINDS))
+            test = {k: tasks[k].ranks(lambda task, n=name: personal_ranks(task, n)) for k in KINDS}
+            vfig = _figures(*(vtasks[k].ranks(lambda task, n=name: personal_ranks(task, n)) for k in KINDS))
         elif name == "blend":
             params = {k: tune_blend(vtasks[k])[0] for k in KINDS}
-            test = {k: blend_ranks(tasks[k], params[k]) for k in KINDS}
-            vfig = _figures(*(blend_ranks(vtasks[k], params[k]) for k in KINDS))
-            fixed = _figures(*(blend_ranks(vtasks[k], DEFAULT_BLEND[k]) for k in KINDS))
+            test = {k: tasks[k].ranks(lambda task, p=params[k]: blend_ranks(task, p)) for k in KINDS}
+            vfig = _figures(*(vtasks[k].ranks(lambda task, p=params[k]: blend_ranks(task, p)) for k in KINDS))
+            fixed = _figures(*(vtasks[k].ranks(lambda task, p=DEFAULT_BLEND[k]: blend_ranks(task, p)) for k in KINDS))
             vfig.update({f"fixed_{key}": v for key, v in fixed.items() if "@" in key})
         else:
             params = {k: sknn.tune(vtasks[k])[0] for k in KINDS}
-            test = {k: sknn.ranks(tasks[k], params[k]) for k in KINDS}
-            vfig = _figures(*(sknn.ranks(vtasks[k], params[k]) for k in KINDS))
+            test = {k: tasks[k].ranks(lambda task, p=params[k]: sknn.ranks(task, p)) for k in KINDS}
+            vfig = _figures(*(vtasks[k].ranks(lambda task, p=params[k]: sknn.ranks(task, p)) for k in KINDS))
         vfig["validation_sessions"] = n_val
         out[name] = Result(test["next"], test["first"], time.perf_counter() - t0 + shared / len(names), params, vfig)
     return out

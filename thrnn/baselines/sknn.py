@@ -44,6 +44,7 @@ import scipy.sparse as sp
 
 from thrnn.baselines.session_aware import (
     TUNE_K,
+    Blocks,
     Entries,
     EventLog,
     Task,
@@ -51,6 +52,7 @@ from thrnn.baselines.session_aware import (
     combine,
     grid_metrics,
     history,
+    iter_tasks,
     union_entries,
 )
 from thrnn.io import Split
@@ -358,53 +360,58 @@ def ranks(task: Task, params: dict[str, Any], tg: Targets | None = None, sess: S
     return task.ranks(e, score_of(e, params))
 
 
-def tune(task: Task, grid: dict[str, Any] | None = None, k_metric: int = TUNE_K,
+def tune(tasks: Task | Blocks, grid: dict[str, Any] | None = None, k_metric: int = TUNE_K,
          max_targets: int | None = TUNE_MAX_TARGETS) -> tuple[dict[str, Any], dict[str, float]]:
-    """Best parameters on ``task`` (a validation task) by Recall@k, then MRR@k, over the product ``grid``.
+    """Best parameters on ``tasks`` (validation targets) by Recall@k, then MRR@k, then the first in
+    grid order, over the product ``grid``.
 
     The candidates are computed once per ``extend`` and block of targets; sampling, boost, k and the
-    reminder weight reuse them. With more than ``max_targets`` targets an evenly spaced subset of that
-    size is used (it keeps tuning time bounded; None = all). Returns (params, {"recall@k", "mrr@k"} of
-    the chosen point on the targets used).
+    reminder weight reuse them. With more than ``max_targets`` targets an evenly spaced subset of about
+    that size is used (it keeps tuning time bounded; None = all). Returns (params, {"recall@k",
+    "mrr@k"} of the chosen point on the targets used).
     """
     g = {**GRID, **(grid or {})}
-    log = task.log
-    sess = Sessions.of(log)
-    tg = protocol_targets(task, int(g["remind_sessions"]))
-    targets = task.targets
-    if max_targets is not None and tg.n > max_targets:
-        idx = np.unique(np.linspace(0, tg.n - 1, max_targets).round().astype(np.int64))
-        tg, targets = tg.subset(idx), targets[idx]
     w_points = list(itertools.product(g["exclude_query"], g["w_remind"]))
     w_grid = np.array([[1.0, float(w)] for w in g["w_remind"]])
     configs = list(itertools.product(g["extend"], g["sample_size"], g["boost"], g["k"]))
     hits = np.zeros((len(configs), len(w_points)), dtype=np.int64)
     rr = np.zeros((len(configs), len(w_points)))
-    for extend in g["extend"]:
-        lo, hi = tg.query_range(int(extend))
-        for block in _chunks(sess, log, lo, hi):
-            c = _candidates(sess, log, lo[block], hi[block])
-            for m in g["sample_size"]:
-                keep = _sample(c, sess, tg, block, int(m))
-                for boost in g["boost"]:
-                    knn = _knn_scores(c, sess, tg, block, keep, float(boost), [int(k) for k in g["k"]])
-                    for k in g["k"]:
-                        e = _block_entries(tg, block, knn[int(k)], log.n_items)
-                        i = configs.index((extend, m, boost, k))
-                        for x, excl in enumerate(g["exclude_query"]):
-                            # two components at a time prune better; the scores are the same floats
-                            # as combine() of all three with the other kNN variant weighted 0
-                            e2 = Entries(e.rows, e.items, [e.values[1 if excl else 0], e.values[2]])
-                            h, r = grid_metrics(e2, targets[block], task.pop, w_grid, k_metric)
-                            hits[i, x * len(w_grid):(x + 1) * len(w_grid)] += h
-                            rr[i, x * len(w_grid):(x + 1) * len(w_grid)] += r
+    share = 1.0 if max_targets is None or tasks.n <= max_targets else max_targets / tasks.n
+    sess: Sessions | None = None
+    n_used = 0
+    for task in iter_tasks(tasks):
+        sess = sess or Sessions.of(task.log)
+        tg = protocol_targets(task, int(g["remind_sessions"]))
+        targets = task.targets
+        if share < 1 and tg.n:
+            idx = np.unique(np.linspace(0, tg.n - 1, max(1, round(tg.n * share))).round().astype(np.int64))
+            tg, targets = tg.subset(idx), targets[idx]
+        n_used += tg.n
+        for extend in g["extend"]:
+            lo, hi = tg.query_range(int(extend))
+            for block in _chunks(sess, task.log, lo, hi):
+                c = _candidates(sess, task.log, lo[block], hi[block])
+                for m in g["sample_size"]:
+                    keep = _sample(c, sess, tg, block, int(m))
+                    for boost in g["boost"]:
+                        knn = _knn_scores(c, sess, tg, block, keep, float(boost), [int(k) for k in g["k"]])
+                        for k in g["k"]:
+                            e = _block_entries(tg, block, knn[int(k)], task.log.n_items)
+                            i = configs.index((extend, m, boost, k))
+                            for x, excl in enumerate(g["exclude_query"]):
+                                # two components at a time prune better; the scores are the same floats
+                                # as combine() of all three with the other kNN variant weighted 0
+                                e2 = Entries(e.rows, e.items, [e.values[1 if excl else 0], e.values[2]])
+                                h, r = grid_metrics(e2, targets[block], task.pop, w_grid, k_metric)
+                                hits[i, x * len(w_grid):(x + 1) * len(w_grid)] += h
+                                rr[i, x * len(w_grid):(x + 1) * len(w_grid)] += r
     flat = best_grid_point(hits.ravel(), rr.ravel())
     ci, wi = divmod(flat, len(w_points))
     extend, m, boost, k = configs[ci]
     params = {"k": int(k), "sample_size": int(m), "extend": int(extend), "boost": float(boost),
               "exclude_query": bool(w_points[wi][0]), "w_remind": float(w_points[wi][1]),
               "remind_sessions": int(g["remind_sessions"])}
-    n = max(tg.n, 1)
+    n = max(n_used, 1)
     return params, {f"recall@{k_metric}": float(hits.ravel()[flat] / n), f"mrr@{k_metric}": float(rr.ravel()[flat] / n)}
 
 
