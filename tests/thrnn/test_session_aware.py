@@ -242,6 +242,19 @@ def test_sknn_by_hand_first_item_uses_the_previous_session_as_query(tasks):
     assert knn[5] == pytest.approx(0.725 / 6.2)
 
 
+def test_sknn_long_queries_and_bad_params():
+    # sessions longer than SPEC's 20 (another producer): the query keeps its last 50 events
+    long = [_s([1 + (j % 7) for j in range(60)], T0), _s([2, 3], T0 + 10 * H), _s([3, 1, 2], T0 + 20 * H)]
+    split = split_from_sessions({0: long, 1: [_s([1, 2], T0 + i * H) for i in range(3)]}, train_fraction=0.5)
+    for kind in sa.KINDS:
+        task = sa.make_task(split, kind)
+        assert (sknn.ranks(task, {"extend": 60}) >= 1).all()
+    with pytest.raises(ValueError, match="must be >= 1"):
+        sknn.ranks(task, {"k": 0})
+    with pytest.raises(ValueError, match="unknown sknn parameters"):
+        sknn.ranks(task, {"neighbours": 3})
+
+
 def _reference_sknn(split: Split, kind: str, p: dict) -> np.ndarray:
     """Straight from the description (exact fractions), one target at a time: (targets, N+1) scores."""
     ev = pd.concat([split.train.assign(_t=False), split.test.assign(_t=True)])

@@ -27,7 +27,14 @@ Ranking: full ranking over items 1..N (padding never a candidate), lexicographic
 score, training popularity), remaining ties counted against the model — for every baseline. Items
 seen only in test are ranked through the personal parts (their popularity is 0). Scores live in flat
 sparse form (one entry per target and item with a non-zero component); the items without an entry
-all score 0 and are counted in closed form, so nothing dense of size targets x items is built.
+all score 0 and are counted in closed form, so nothing dense of size targets x items is built. The
+per-user state is sparse too (distinct items seen, last occurrences, transition counts), and targets
+are handled in blocks of users (:class:`Blocks`) so that memory stays bounded on any split.
+
+Validation: :func:`evaluate` carves :func:`thrnn.baselines.protocol.validation_split` out of train with
+``validation_sessions`` per user (default: the mean number of test sessions per user, so validation
+is about the size of test), tunes there, and records the choice (``params``) and every baseline's
+validation figures. :func:`next_session_lists` ranks the first item of every user's next session.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ user-aware variant):
   way).
 - candidates: every past session sharing an item with the query — all training sessions, and test
   sessions that ended before the target (the target's own session never) — of which the
-  ``sample_size`` (m) most recent by end time are kept;
+  ``sample_size`` (m) most recent by end time (then session id) are kept;
 - similarity: query items weighted by position with a linear decay (1 for the latest, 0.1 less per
   step back, 0 from ten steps back), summed over the items shared with the candidate and divided by
   the query's number of distinct items; candidates with similarity 0 are dropped; *boost*: the
@@ -21,15 +21,17 @@ user-aware variant):
   from the end of the query of the latest query item the neighbour shares (``session-rec``'s default
   ``div`` score weighting); ``exclude_query`` drops the query's own items (``session-rec``'s
   ``remind=False``; after sessionization the next item is never the current one);
-- *remind*: ``knn / max(knn) + w_remind · 1 / (1 + age)`` over the items of the user's past sessions,
-  age = events between the item's last occurrence there and the end of the past sessions (an
-  event-count version of the code's recency reminder, which uses seconds).
+- *remind*: ``knn / max(knn) + w_remind · 1 / (1 + age)`` over the items of the user's past sessions
+  (the last ``remind_sessions`` of them; 0, the default, = all), age = events between the item's last
+  occurrence there and the end of the past sessions (an event-count version of the code's recency
+  reminder, which uses seconds).
 
 Deviations from ``session-rec``, on purpose: the linear position weight is clipped at 0 (the
 reference ``linear`` weighting turns negative, and is 0 for the latest items, in queries longer than
-10); event counts replace wall-clock times in the reminder. Ties in the final score are broken by
-training popularity like every baseline here. k, m, extend, boost and w_remind are chosen on the
-validation split (next and first item separately, :func:`tune`), as is ``exclude_query``.
+10); event counts replace wall-clock times in the reminder; a query keeps its last 50 events (SPEC
+sessions hold at most 20). Ties in the final score are broken by training popularity like every
+baseline here. k, m, extend, boost, ``exclude_query`` and w_remind are chosen on the validation split
+(next and first item separately, :func:`tune`, on at most ``TUNE_MAX_TARGETS`` evenly spaced targets).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ GRID: dict[str, Any] = {
 TUNE_MAX_TARGETS = 4000
 _PAIR_BLOCK = 1 << 21  # bound on candidate (target, session) pairs handled at once
 _BASE = 1024.0  # query weights are integer tenths 0..10 packed as tenths + _BASE (see _candidates)
-_MAX_QUERY = 50  # the packed sums of _candidates stay exact up to this query length
+_MAX_QUERY = 50  # a query keeps its last 50 events: the packed sums of _candidates stay exact
 
 
 @dataclass
@@ -173,6 +175,7 @@ def _rows_of(ptr: np.ndarray) -> np.ndarray:
 def _query(log: EventLog, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Distinct (row, item) of each query with the step of its latest occurrence (1 = the last item),
     and each row's number of distinct items."""
+    lo = np.maximum(lo, hi - _MAX_QUERY)
     lengths = hi - lo
     rows = _rows_of(np.r_[0, np.cumsum(lengths)])
     idx = lo[rows] + np.arange(len(rows)) - np.repeat(np.r_[0, np.cumsum(lengths)[:-1]], lengths)
@@ -186,8 +189,6 @@ def _query(log: EventLog, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, n
     key, step = key[first], step[first]
     r = key // n1
     n_distinct = np.bincount(r, minlength=len(lo))
-    if lengths.max(initial=0) > _MAX_QUERY:
-        raise ValueError(f"queries must have at most {_MAX_QUERY} items (sessions and extend are shorter)")
     return r, key % n1, step, n_distinct
 
 
@@ -331,10 +332,22 @@ def weights(params: dict[str, Any]) -> list[float]:
     return [0.0 if excl else 1.0, 1.0 if excl else 0.0, float(p["w_remind"])]
 
 
+def _checked(params: dict[str, Any]) -> dict[str, Any]:
+    p = {**DEFAULT_SKNN, **params}
+    unknown = set(p) - set(DEFAULT_SKNN)
+    if unknown:
+        raise ValueError(f"unknown sknn parameters {sorted(unknown)}")
+    if int(p["k"]) < 1 or int(p["sample_size"]) < 1:
+        raise ValueError(f"k and sample_size must be >= 1, got {p['k']}, {p['sample_size']}")
+    if int(p["extend"]) < 0 or float(p["boost"]) < 0 or float(p["w_remind"]) < 0 or int(p["remind_sessions"]) < 0:
+        raise ValueError("extend, boost, w_remind and remind_sessions must be >= 0")
+    return p
+
+
 def scores(log: EventLog, tg: Targets, params: dict[str, Any], sess: Sessions | None = None) -> Entries:
     """Components of every target for one parameter set, as entries (rows = targets; see :func:`weights`)."""
     sess = sess or Sessions.of(log)
-    p = {**DEFAULT_SKNN, **params}
+    p = _checked(params)
     lo, hi = tg.query_range(int(p["extend"]))
     parts: list[Entries] = []
     for block in _chunks(sess, log, lo, hi):
