@@ -1,7 +1,9 @@
 -- Tables of the nightly THRNN pipeline (SPEC §6). One dialect for DuckDB and PostgreSQL.
 -- Every table is keyed on (dataset, run_date): publishing replaces exactly one night of one
 -- dataset inside one transaction; earlier nights are kept.
--- Applied by thrnn.pipeline.warehouse (statements are split on ';').
+-- Applied by thrnn.pipeline.warehouse (statements are split on ';'). Columns added since the first
+-- release (recommendations.source, model_runs.recommendations_source ... baseline_*) are added to
+-- existing tables by thrnn.pipeline.warehouse.migrate on the next publish.
 
 CREATE TABLE IF NOT EXISTS recommendations (
     run_date        DATE             NOT NULL,  -- the logical date of the DAG run
@@ -12,7 +14,8 @@ CREATE TABLE IF NOT EXISTS recommendations (
     item_name       VARCHAR,                    -- display name (artist name, subreddit, ...)
     score           DOUBLE PRECISION NOT NULL,  -- model score (higher = better; comparable within a user)
     model_name      VARCHAR          NOT NULL,  -- registered model, thrnn-<dataset>
-    model_version   INTEGER          NOT NULL,  -- registry version that produced the row
+    model_version   INTEGER,                    -- registry version that produced the row; NULL: a baseline's list
+    source          VARCHAR          NOT NULL,  -- who ranked: thrnn-<dataset>/<version>, or a baseline (e.g. blend)
     PRIMARY KEY (dataset, run_date, user_key, rank)
 );
 
@@ -54,10 +57,10 @@ CREATE TABLE IF NOT EXISTS model_runs (
     mae_hours_mean            DOUBLE PRECISION,  -- return-time MAE of the mean prediction
     n_targets                 BIGINT,
     n_gaps                    BIGINT,
-    champion_version_before   INTEGER,           -- NULL on the first night
+    champion_version_before   INTEGER,           -- NULL while there is no champion
     promoted                  BOOLEAN          NOT NULL,
-    decision                  VARCHAR          NOT NULL,  -- why promoted or not
-    scored_with_version       INTEGER          NOT NULL,  -- champion used for the tables
+    decision                  VARCHAR          NOT NULL,  -- why promoted or not (failing metric, baseline, figures)
+    scored_with_version       INTEGER          NOT NULL,  -- version behind churn_risk (and model recommendations)
     users                     BIGINT           NOT NULL,  -- users in the split
     train_events              BIGINT,
     test_events               BIGINT,
@@ -67,5 +70,12 @@ CREATE TABLE IF NOT EXISTS model_runs (
     train_seconds             DOUBLE PRECISION,
     evaluate_seconds          DOUBLE PRECISION,
     score_seconds             DOUBLE PRECISION,
+    recommendations_source    VARCHAR          NOT NULL,  -- recommendations.source of the night
+    serving                   VARCHAR,           -- what the night publishes from which model or baseline, and why
+    best_baseline             VARCHAR,           -- baseline best on first-item Recall@20 (NULL: none ran)
+    baseline_recall_at_20     DOUBLE PRECISION,  -- its figures on tonight's split (same protocol as above)
+    baseline_mrr_at_20        DOUBLE PRECISION,
+    baseline_first_item_recall_at_20 DOUBLE PRECISION,
+    baseline_first_item_mrr_at_20    DOUBLE PRECISION,
     PRIMARY KEY (dataset, run_date)
 );

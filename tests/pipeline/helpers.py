@@ -18,7 +18,7 @@ def night_frames(
             {
                 "run_date": run_date, "dataset": dataset, "user_key": u, "rank": r, "item_key": f"i{(j + r) % 5}",
                 "item_name": f"Item {(j + r) % 5}", "score": float(10 - r) + version / 10, "model_name": f"thrnn-{dataset}",
-                "model_version": version,
+                "model_version": version, "source": f"thrnn-{dataset}/{version}",
             }
             for j, u in enumerate(users)
             for r in range(1, k + 1)
@@ -44,6 +44,6 @@ def night_frames(
         run_date=run_date, dataset=dataset, model_name=f"thrnn-{dataset}", model_version=version,
         mlflow_run_id=f"run{version}", recall_at_20=0.25, mae_hours=40.0, promoted=True, decision="first model",
         scored_with_version=version, users=len(users), recommendation_rows=len(rec), churn_rows=len(churn),
-        train_seconds=1.5,
+        train_seconds=1.5, recommendations_source=f"thrnn-{dataset}/{version}",
     )
     return {W.RECOMMENDATIONS: rec, W.CHURN_RISK: churn, W.MODEL_RUNS: pd.DataFrame([run])}

@@ -14,7 +14,7 @@ import pandas as pd
 
 from jobs import columns as C
 
-from .warehouse import CHURN_RISK, MODEL_RUNS, RECOMMENDATIONS, Warehouse
+from .warehouse import CHURN_RISK, MODEL_RUNS, RECOMMENDATIONS, RECOMMENDATIONS_SOURCE, SOURCE, Warehouse
 
 MAX_SHOWN = 5  # failure examples per rule in the message
 
@@ -171,11 +171,17 @@ def check_published(
     top_k: int,
     risk_thresholds: tuple[float, float],
     horizons_hours: tuple[float, ...] = (24.0, 168.0, 720.0),
+    expected_recommendation_users: int | None = None,
+    expected_source: str | None = None,
 ) -> dict[str, int]:
     """Re-read one published night and check it; return row counts, raise ContractError.
 
     ``churn_risk`` (no return within 30 days) equals ``1 - p_return_30d`` only when the last horizon
-    is 720 h; with other horizons that rule is skipped.
+    is 720 h; with other horizons that rule is skipped. Recommendations cover the churn users, or
+    ``expected_recommendation_users`` when given (a baseline's lists cover every user of the split,
+    also those an older champion does not know). One ``source`` per night, equal to
+    ``model_runs.recommendations_source`` (and to ``expected_source`` when given): a model's rows
+    carry ``<model_name>/<model_version>``, a baseline's a NULL version.
     """
     key = [dataset, run_date]
     problems: list[str] = []
@@ -194,8 +200,10 @@ def check_published(
         problems.append(f"churn_risk has {n_churn - churn_users} duplicate user row(s)")
     if churn_users != expected_users:
         problems.append(f"churn_risk has {churn_users} users, expected {expected_users}")
-    if rec_users != churn_users:
-        problems.append(f"recommendations cover {rec_users} users but churn_risk {churn_users}")
+    rec_expected = churn_users if expected_recommendation_users is None else expected_recommendation_users
+    if rec_users != rec_expected:
+        problems.append(f"recommendations cover {rec_users} users but churn_risk {churn_users}"
+                        + ("" if expected_recommendation_users is None else f", expected {rec_expected}"))
     missing = int(one(
         f"SELECT COUNT(*) FROM (SELECT user_key FROM {CHURN_RISK} {where} "
         f"EXCEPT SELECT user_key FROM {RECOMMENDATIONS} {where}) AS t", key + key))
@@ -228,16 +236,33 @@ def check_published(
         f"WHEN churn_risk >= ? THEN 'high' ELSE 'medium' END", key + [low, high]))
     if bad_bucket:
         problems.append(f"{bad_bucket} churn row(s) in the wrong risk bucket for thresholds {risk_thresholds}")
+    # a baseline night's recommendations have no version: only the versions present must agree
     versions = int(one(
-        f"SELECT COUNT(*) FROM (SELECT model_version FROM {RECOMMENDATIONS} {where} "
+        f"SELECT COUNT(*) FROM (SELECT model_version FROM {RECOMMENDATIONS} {where} AND model_version IS NOT NULL "
         f"UNION SELECT model_version FROM {CHURN_RISK} {where}) AS t", key + key))
     if versions > 1:
         problems.append(f"the night mixes {versions} model versions")
-    runs = wh.query(f"SELECT recommendation_rows, churn_rows FROM {MODEL_RUNS} {where}", key)
+    sources = wh.query(f"SELECT DISTINCT {SOURCE} FROM {RECOMMENDATIONS} {where} ORDER BY 1", key).iloc[:, 0].tolist()
+    if len(sources) > 1:
+        problems.append(f"recommendations mix {len(sources)} sources {sources}")
+    bad_source = int(one(
+        f"SELECT COUNT(*) FROM {RECOMMENDATIONS} {where} AND NOT ("
+        f"(model_version IS NULL AND POSITION('/' IN {SOURCE}) = 0) "
+        f"OR COALESCE({SOURCE} = model_name || '/' || CAST(model_version AS VARCHAR), FALSE))"))
+    if bad_source:
+        problems.append(f"{bad_source} recommendation row(s) whose source does not match their model version "
+                        f"(<model_name>/<model_version>, or a baseline name with a NULL version)")
+    if expected_source is not None and sources and sources != [expected_source]:
+        problems.append(f"recommendations come from {sources}, expected {expected_source!r}")
+    runs = wh.query(f"SELECT recommendation_rows, churn_rows, {RECOMMENDATIONS_SOURCE} FROM {MODEL_RUNS} {where}", key)
     if len(runs) != 1:
         problems.append(f"model_runs has {len(runs)} row(s) for the night, expected 1")
-    elif (int(runs.iloc[0, 0]), int(runs.iloc[0, 1])) != (n_rec, n_churn):
-        problems.append(f"model_runs counts {tuple(runs.iloc[0])} differ from the tables ({n_rec}, {n_churn})")
+    else:
+        if (int(runs.iloc[0, 0]), int(runs.iloc[0, 1])) != (n_rec, n_churn):
+            problems.append(f"model_runs counts {tuple(runs.iloc[0, :2])} differ from the tables ({n_rec}, {n_churn})")
+        if sources and runs.iloc[0, 2] not in sources:
+            problems.append(f"model_runs.{RECOMMENDATIONS_SOURCE} {runs.iloc[0, 2]!r} is not the published "
+                            f"source {sources}")
     if problems:
         raise ContractError(f"published night {dataset}/{run_date}", problems)
     return {"recommendation_rows": n_rec, "churn_rows": n_churn, "users": churn_users}

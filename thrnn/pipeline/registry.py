@@ -1,9 +1,12 @@
 """MLflow side of the pipeline: tracking setup, the champion gate, registration and aliases.
 
 One registered model per dataset (``thrnn-<dataset>``). Every nightly model is registered and tagged
-with its metrics and run_date; the alias ``champion`` moves to it only when it is not worse than the
-current champion on Recall@20 and on return-time MAE (tolerances configurable), when there is no
-champion yet, or when promotion is forced. Rolling back = pointing the alias at an older version.
+with its metrics and run_date; the alias ``champion`` moves to it only when it is at least as good as
+the best baseline of tonight's split on next-item and first-item Recall@20 and MRR@20 (absolute
+tolerance ``baseline_tolerance``) and not worse than the current champion on Recall@20 and on
+return-time MAE (tolerances configurable; no champion yet counts as not worse), or when promotion is
+forced. When no model qualifies the night publishes the lists of the baseline best on first-item
+Recall@20 (:func:`choose_serving`). Rolling back = pointing the alias at an older version.
 """
 
 from __future__ import annotations
@@ -16,7 +19,18 @@ from typing import Any
 
 CHAMPION = "champion"
 RECALL = "recall@20"
+MRR = "mrr@20"
+FIRST_RECALL = "first_item_recall@20"
+FIRST_MRR = "first_item_mrr@20"
 MAE = "mae_hours"
+# what a model must match against the best baseline (next item, then first item of the next session)
+BASELINE_METRICS = (RECALL, MRR, FIRST_RECALL, FIRST_MRR)
+# ties between baselines go to the simpler one (cheaper to run, easier to explain), then by name
+BASELINE_ORDER = ("most_popular", "markov1", "repeat_last", "user_recency", "user_decay", "user_markov1",
+                  "blend", "sknn")
+_COMPANION = {RECALL: MRR, MRR: RECALL, FIRST_RECALL: FIRST_MRR, FIRST_MRR: FIRST_RECALL}
+# metrics are ratios of counts: a difference below this is rounding, not a worse model
+_EPS = 1e-12
 # tags on every model version
 TAG_RUN_DATE = "run_date"
 TAG_FINGERPRINT = "fingerprint"
@@ -30,6 +44,7 @@ class GateDecision:
     promote: bool
     reason: str
     champion_version: int | None = None
+    below_baseline: tuple[str, ...] = ()  # metrics where the model is below the best baseline
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +60,65 @@ def _num(metrics: Mapping[str, Any] | None, key: str) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _baseline_rank(name: str) -> tuple[int, str]:
+    return (BASELINE_ORDER.index(name) if name in BASELINE_ORDER else len(BASELINE_ORDER), name)
+
+
+def best_baselines(
+    figures: Mapping[str, Mapping[str, Any]] | None, metrics: tuple[str, ...] = BASELINE_METRICS
+) -> dict[str, dict[str, Any]]:
+    """``{metric: {"name", "value"}}``: the baseline with the highest figure on each metric.
+
+    Equal figures go to the better companion metric of the same target (Recall@20 <-> MRR@20; the
+    order of tuning, Recall then MRR), then to the earlier baseline of :data:`BASELINE_ORDER` (others
+    after it, by name). A metric no baseline has (missing, None or NaN) is absent.
+    """
+    best: dict[str, dict[str, Any]] = {}
+    keys: dict[str, tuple[float, float]] = {}
+    for name in sorted(figures or {}, key=_baseline_rank):
+        for metric in metrics:
+            value = _num(figures[name], metric)  # type: ignore[index]
+            if value is None:
+                continue
+            companion = _num(figures[name], _COMPANION[metric])  # type: ignore[index]
+            key = (value, -math.inf if companion is None else companion)
+            if metric not in keys or key > keys[metric]:
+                keys[metric], best[metric] = key, {"name": name, "value": value}
+    return best
+
+
+def fallback_baseline(figures: Mapping[str, Mapping[str, Any]] | None) -> str | None:
+    """The baseline whose lists a night without a qualifying model publishes: the best on first-item
+    Recall@20 (the table serves the first items of the next session; ties as in
+    :func:`best_baselines`); None without one."""
+    best = best_baselines(figures, (FIRST_RECALL,)).get(FIRST_RECALL)
+    return None if best is None else str(best["name"])
+
+
+def baseline_shortfalls(
+    metrics: Mapping[str, Any] | None, best: Mapping[str, Mapping[str, Any]], tolerance: float = 0.0
+) -> list[tuple[str, str]]:
+    """``[(metric, why)]`` for each metric of :data:`BASELINE_METRICS` where ``metrics`` is below the
+    best baseline minus ``tolerance`` (absolute); a metric the model lacks (None or NaN) fails, one
+    no baseline has does not count."""
+    out: list[tuple[str, str]] = []
+    for metric in BASELINE_METRICS:
+        if metric not in best:
+            continue
+        name, ref = best[metric]["name"], float(best[metric]["value"])
+        value = _num(metrics, metric)
+        if value is None:
+            out.append((metric, f"no {metric} (best baseline {name} {ref:.4f})"))
+        elif value < ref - tolerance - _EPS:
+            out.append((metric, f"{metric} {value:.4f} < {name} {ref:.4f} - tolerance {tolerance:g}"))
+    return out
+
+
+def _baseline_summary(metrics: Mapping[str, Any], best: Mapping[str, Mapping[str, Any]]) -> str:
+    return ", ".join(f"{m} {_num(metrics, m):.4f} vs {best[m]['name']} {float(best[m]['value']):.4f}"
+                     for m in BASELINE_METRICS if m in best)
+
+
 def decide(
     new: Mapping[str, Any],
     champion: Mapping[str, Any] | None,
@@ -55,22 +129,40 @@ def decide(
     force: bool = False,
     new_run_date: dt.date | None = None,
     champion_run_date: dt.date | None = None,
+    baselines: Mapping[str, Mapping[str, Any]] | None = None,
+    baseline_tolerance: float = 0.0,
+    new_on_baseline_events: Mapping[str, Any] | None = None,
 ) -> GateDecision:
-    """Promote when Recall@20 >= champion - recall_tolerance and MAE <= champion * (1 + mae_tolerance).
+    """Promote when the new model is at least as good as the best baseline and not worse than the champion.
 
-    A metric the champion lacks does not block; a metric the new model lacks (or NaN) does. A backfill
-    (new run_date before the champion's) never takes the alias from a later night unless forced.
+    Baselines (``{name: metrics}``, tonight's split): on each of next-item and first-item Recall@20
+    and MRR@20 the new model must reach the best baseline's figure minus ``baseline_tolerance``
+    (absolute); a metric no baseline has does not count, one the model lacks fails. The model's
+    figures for this rule are ``new_on_baseline_events`` (the same events as the baselines) when
+    given, else ``new``. Champion: Recall@20 >= champion - recall_tolerance and
+    MAE <= champion * (1 + mae_tolerance); a metric the champion lacks does not block, one the new
+    model lacks (or NaN) does; no champion passes. A backfill (new run_date before the champion's)
+    never takes the alias from a later night. ``force`` promotes whatever the figures.
     """
-    if recall_tolerance < 0 or mae_tolerance < 0:
+    if recall_tolerance < 0 or mae_tolerance < 0 or baseline_tolerance < 0:
         raise ValueError("tolerances must be >= 0")
     cv = champion_version
     if force:
         return GateDecision(True, "forced promotion (force_promote=true)", cv)
+    best = best_baselines(baselines)
+    versus_baselines = new if new_on_baseline_events is None else new_on_baseline_events
+    short = baseline_shortfalls(versus_baselines, best, baseline_tolerance)
+    below = tuple(metric for metric, _ in short)
+    baseline_why = "below the best baseline: " + "; ".join(why for _, why in short) if short else ""
     if champion is None:
-        return GateDecision(True, "first model: no champion yet", cv)
+        if short:
+            return GateDecision(False, f"{baseline_why} (no champion yet)", cv, below)
+        passed = f" and at least as good as the best baselines ({_baseline_summary(versus_baselines, best)})" \
+            if best else ""
+        return GateDecision(True, "first model: no champion yet" + passed, cv)
     if new_run_date and champion_run_date and new_run_date < champion_run_date:
         return GateDecision(False, f"backfill for {new_run_date}: champion v{cv} is from the later night "
-                                   f"{champion_run_date}", cv)
+                                   f"{champion_run_date}", cv, below)
     new_recall, old_recall = _num(new, RECALL), _num(champion, RECALL)
     new_mae, old_mae = _num(new, MAE), _num(champion, MAE)
     why: list[str] = []
@@ -83,12 +175,64 @@ def decide(
             why.append(f"new model has no {MAE}")
     elif old_mae is not None and new_mae > old_mae * (1 + mae_tolerance):
         why.append(f"{MAE} {new_mae:.2f} > champion {old_mae:.2f} x (1 + {mae_tolerance:g})")
-    if why:
-        return GateDecision(False, f"worse than champion v{cv}: " + "; ".join(why), cv)
+    if why or short:
+        parts = ([baseline_why] if short else []) + ([f"worse than champion v{cv}: " + "; ".join(why)] if why else [])
+        return GateDecision(False, "; ".join(parts), cv, below)
     fmt = f"{RECALL} {new_recall:.4f} vs {old_recall if old_recall is None else round(old_recall, 4)}, " \
           f"{MAE} {new_mae if new_mae is None else round(new_mae, 2)} vs " \
           f"{old_mae if old_mae is None else round(old_mae, 2)}"
-    return GateDecision(True, f"not worse than champion v{cv} ({fmt})", cv)
+    passed = f"; at least as good as the best baselines ({_baseline_summary(versus_baselines, best)})" if best else ""
+    return GateDecision(True, f"not worse than champion v{cv} ({fmt}){passed}", cv)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a night publishes: ``version`` scores churn_risk (and recommendations when ``baseline`` is
+    None); ``baseline`` names the baseline whose lists recommendations publishes instead."""
+
+    version: int
+    baseline: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def choose_serving(
+    *,
+    version: int,
+    promoted: bool,
+    champion_before: int | None,
+    champion_on_tonight: Mapping[str, Any] | None,
+    baselines: Mapping[str, Mapping[str, Any]] | None,
+    baseline_tolerance: float = 0.0,
+) -> Serving:
+    """Which model and which list source the night publishes, after the gate.
+
+    Promoted: tonight's ``version`` serves everything. Otherwise the champion serves, unless there is
+    none or its figures on tonight's split (``champion_on_tonight``, from the head-to-head; None =
+    not measured, the champion keeps serving) are below the best baseline by the gate's rule: then
+    recommendations come from :func:`fallback_baseline` and churn_risk from the champion, else from
+    tonight's (registered, not promoted) version.
+    """
+    if promoted:
+        return Serving(version, None, f"tonight's v{version} is champion")
+    fallback = fallback_baseline(baselines)
+    if champion_before is None:
+        if fallback is None:  # nothing to compare with: the only model there is
+            return Serving(version, None, f"no champion and no baseline: tonight's v{version} (not promoted)")
+        return Serving(version, fallback, f"no model qualifies (no champion): recommendations from baseline "
+                                          f"{fallback}; churn_risk from tonight's v{version} (not promoted)")
+    if champion_on_tonight is None or fallback is None:
+        return Serving(champion_before, None, f"champion v{champion_before} keeps serving")
+    short = baseline_shortfalls(champion_on_tonight, best_baselines(baselines), baseline_tolerance)
+    if not short:
+        return Serving(champion_before, None, f"champion v{champion_before} keeps serving (at least as good as "
+                                              f"the best baselines on tonight's split)")
+    return Serving(champion_before, fallback,
+                   f"no model qualifies (champion v{champion_before} on tonight's split below the best baseline: "
+                   + "; ".join(why for _, why in short)
+                   + f"): recommendations from baseline {fallback}; churn_risk from champion v{champion_before}")
 
 
 def setup_mlflow(tracking_uri: str):  # noqa: ANN201 - MlflowClient
@@ -179,6 +323,8 @@ def register_and_gate(
     force: bool = False,
     log_model: Any = None,
     head_to_head: Mapping[str, Any] | None = None,
+    baselines: Mapping[str, Mapping[str, Any]] | None = None,
+    baseline_tolerance: float = 0.0,
 ) -> dict[str, Any]:
     """Register tonight's model (or reuse the version of an identical earlier attempt) and apply the gate.
 
@@ -187,8 +333,10 @@ def register_and_gate(
     ``head_to_head`` (``{"champion_version", "new", "champion", "test_events"}``: both models' metrics
     on the same events of tonight's split) is what the gate compares when it is about the current
     champion; otherwise the gate compares with the champion's recorded metrics (another night's test
-    split). Returns
-    ``{"version", "reused", "promoted", "reason", "champion_before", "champion_after"}``.
+    split). ``baselines`` (``{name: metrics}`` on tonight's split) are compared with ``metrics``.
+    Decision and serving choice are recorded as version tags; a re-run repeats them. Returns
+    ``{"version", "reused", "promoted", "reason", "below_baseline", "champion_before",
+    "champion_after", "run_id", "best_baseline", "serving"}`` (``serving``: :class:`Serving` as a dict).
     """
     import mlflow
 
@@ -207,7 +355,8 @@ def register_and_gate(
     if reused and "gate" in tags:
         # a re-run of the same night repeats the recorded decision and leaves the alias alone
         cb = tags.get("champion_before")
-        decision = GateDecision(tags.get("promoted") == "true", tags["gate"], int(cb) if cb else None)
+        below = tuple(m for m in tags.get("below_baseline", "").split(",") if m)
+        decision = GateDecision(tags.get("promoted") == "true", tags["gate"], int(cb) if cb else None, below)
     else:
         champ_date = None
         if before is not None and (before.tags or {}).get(TAG_RUN_DATE):
@@ -227,21 +376,42 @@ def register_and_gate(
             force=force,
             new_run_date=run_date,
             champion_run_date=champ_date,
+            baselines=baselines,
+            baseline_tolerance=baseline_tolerance,
+            new_on_baseline_events=metrics,  # the baselines ran on all of tonight's split, like `metrics`
         )
         if basis and not decision.reason.startswith(("forced", "backfill")):
-            decision = GateDecision(decision.promote, decision.reason + basis, decision.champion_version)
+            decision = GateDecision(decision.promote, decision.reason + basis, decision.champion_version,
+                                    decision.below_baseline)
         if decision.promote:
             client.set_registered_model_alias(model_name, CHAMPION, str(version))
         client.set_model_version_tag(model_name, str(version), "gate", decision.reason[:5000])
         client.set_model_version_tag(model_name, str(version), "promoted", str(decision.promote).lower())
         client.set_model_version_tag(model_name, str(version), "champion_before", str(before_v or ""))
+        client.set_model_version_tag(model_name, str(version), "below_baseline", ",".join(decision.below_baseline))
+    if reused and "serving_version" in tags:
+        serving = Serving(int(tags["serving_version"]), tags.get("serving_baseline") or None,
+                          tags.get("serving", ""))
+    else:
+        cv = decision.champion_version
+        on_tonight = head_to_head["champion"] if head_to_head and cv is not None \
+            and head_to_head.get("champion_version") == cv else None
+        serving = choose_serving(version=version, promoted=decision.promote, champion_before=cv,
+                                 champion_on_tonight=on_tonight, baselines=baselines,
+                                 baseline_tolerance=baseline_tolerance)
+        client.set_model_version_tag(model_name, str(version), "serving_version", str(serving.version))
+        client.set_model_version_tag(model_name, str(version), "serving_baseline", serving.baseline or "")
+        client.set_model_version_tag(model_name, str(version), "serving", serving.reason[:5000])
     after = champion_version(client, model_name)
     return {
         "version": version,
         "reused": reused,
         "promoted": decision.promote,
         "reason": decision.reason,
+        "below_baseline": list(decision.below_baseline),
         "champion_before": decision.champion_version,
         "champion_after": int(after.version) if after is not None else None,
         "run_id": run_id,
+        "best_baseline": best_baselines(baselines),
+        "serving": serving.to_dict(),
     }

@@ -30,6 +30,12 @@ STATE_FILES = ("sessionize", "validate", "train", "evaluate", "register", "score
 HORIZON_COLUMNS = ("p_return_1d", "p_return_7d", "p_return_30d")
 GATE_KEYS = ("recall@5", "recall@10", "recall@20", "mrr@5", "mrr@10", "mrr@20", "first_item_recall@20",
              "first_item_mrr@20", "mae_hours", "mae_hours_mean", "n_targets", "n_gaps")
+# the four figures of a ranking baseline the gate compares (same as registry.BASELINE_METRICS)
+BASELINE_FIGURES = ("recall@20", "mrr@20", "first_item_recall@20", "first_item_mrr@20")
+# baselines whose next-session lists a night can publish besides the session-aware ones; the gate
+# compares with listable baselines only (the neural GRU4Rec/HRNN are reported but serve no lists)
+SIMPLE_LIST_BASELINES = ("most_popular", "markov1")
+MODEL_SOURCE = "{model_name}/{version}"  # recommendations.source of a model's list
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -237,6 +243,76 @@ def _training_curves(history: Any, path: Path) -> Path | None:
     return path
 
 
+def baseline_figures(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """The four figures (next-item and first-item Recall@20, MRR@20) of every ranking baseline.
+
+    A baseline without any of them (return-time ones: medians, Hawkes) is left out; a figure it lacks
+    (missing or not finite) is None.
+    """
+    out: dict[str, dict[str, float | None]] = {}
+    for name, metrics in results.items():
+        figures = {k: _numeric({k: metrics.get(k)}).get(k) for k in BASELINE_FIGURES}
+        if any(v is not None for v in figures.values()):
+            out[str(name)] = figures
+    return out
+
+
+def listable_baselines() -> tuple[str, ...]:
+    """Baselines :func:`baseline_lists` can publish."""
+    from thrnn.baselines.session_aware import SESSION_AWARE
+
+    return (*SIMPLE_LIST_BASELINES, *SESSION_AWARE)
+
+
+def baseline_lists(split: Any, name: str, top_k: int, params: Mapping[str, Any] | None = None):  # noqa: ANN201
+    """Top-``top_k`` items of baseline ``name`` for every user's next, not yet seen session.
+
+    Dense ids: columns ``user_id``, ``rank``, ``item_id``, ``score``. Session-aware baselines go
+    through ``session_aware.next_session_lists`` (``params``: what the baseline recorded on
+    validation). It has no Markov-1 or most-popular, so: ``markov1`` = its ``blend`` with all weight on
+    the global session-to-session transitions (row-normalised counts out of the user's last item,
+    ties by training popularity: the order of ``ranking.markov_ranks`` on first items);
+    ``most_popular`` = the training popularity ranking for every user, score = share of training events.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from thrnn.baselines import ranking
+    from thrnn.baselines import session_aware as sa
+
+    if name in sa.SESSION_AWARE:
+        return sa.next_session_lists(split, name, top_k, dict(params) if params else None)
+    if name == "markov1":
+        only_global = {"w_global": 1.0, "w_user": 0.0, "w_decay": 0.0, "decay": sa.DEFAULT_DECAY}
+        return sa.next_session_lists(split, "blend", top_k, {"first": only_global})
+    if name == "most_popular":
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        pop = ranking.item_popularity(split)
+        n_items = len(pop) - 1
+        k = min(top_k, n_items)
+        top = np.lexsort((np.arange(1, n_items + 1), -pop[1:]))[:k] + 1  # by popularity, then item id
+        users = np.unique(np.concatenate([split.train[C.USER_ID].to_numpy(), split.test[C.USER_ID].to_numpy()]))
+        return pd.DataFrame({
+            C.USER_ID: np.repeat(users, k).astype(np.int32),
+            "rank": np.tile(np.arange(1, k + 1), len(users)).astype(np.int16),
+            C.ITEM_ID: np.tile(top, len(users)).astype(np.int32),
+            "score": np.tile(pop[top] / max(int(pop.sum()), 1), len(users)).astype(np.float32),
+        })
+    raise ValueError(f"baseline {name!r} has no next-session lists (one of {', '.join(listable_baselines())})")
+
+
+def baseline_recommendations(split: Any, name: str, top_k: int,
+                             params: Mapping[str, Any] | None = None):  # noqa: ANN201 - DataFrame
+    """:func:`baseline_lists` keyed like the model's recommendations: user_key, rank, item_key, item_name, score."""
+    lists = baseline_lists(split, name, top_k, params)
+    recs = lists.merge(split.users[[C.USER_ID, C.USER_KEY]], on=C.USER_ID, how="left", validate="m:1").merge(
+        split.items[[C.ITEM_ID, C.ITEM_KEY, C.ITEM_NAME]], on=C.ITEM_ID, how="left", validate="m:1")
+    recs = recs.astype({"rank": "int64", "score": "float64"})
+    return recs[[C.USER_KEY, "rank", C.ITEM_KEY, C.ITEM_NAME, "score"]].sort_values(
+        [C.USER_KEY, "rank"]).reset_index(drop=True)
+
+
 def head_to_head(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any] | None:
     """Tonight's model and the current champion on the same events of tonight's test split.
 
@@ -315,7 +391,16 @@ def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
         if versus is not None:
             with mlflow.start_run(run_id=trained["mlflow_run_id"]):
                 mlflow.log_dict(versus, "evaluation/champion_head_to_head.json")
-        return {"metrics": headline, "baselines": sorted(baselines), "champion_head_to_head": versus}
+        figures = baseline_figures(baselines)
+        listable = listable_baselines()
+        gate = sorted(n for n in figures if n in listable)
+        gate_figures = {n: figures[n] for n in gate}
+        return {"metrics": headline, "baselines": sorted(baselines), "champion_head_to_head": versus,
+                # every ranking baseline's four figures; the gate and the fallback use `gate_baselines`
+                "baseline_figures": figures, "gate_baselines": gate,
+                "best_baseline": registry.best_baselines(gate_figures),
+                "fallback_baseline": registry.fallback_baseline(gate_figures),
+                "baseline_params": {n: baselines[n]["params"] for n in gate if baselines[n].get("params")}}
 
     return save_state(paths, "evaluate", _timed(body))
 
@@ -387,7 +472,13 @@ def _pip_requirements() -> list[str]:
 
 
 def register(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
-    """Register tonight's model and move ``champion`` when the gate allows (re-runs reuse the version)."""
+    """Register tonight's model, move ``champion`` when the gate allows and choose what the night serves.
+
+    The gate: at least as good as the best listable baseline of tonight's split (next-item and
+    first-item Recall@20 and MRR@20, param ``baseline_tolerance``) and not worse than the champion.
+    ``serving`` (``registry.choose_serving``) says which version scores and whether recommendations
+    come from a baseline instead. Re-runs reuse the version and repeat the recorded choices.
+    """
     paths = settings.run_paths(params.dataset, run_date)
 
     def body() -> dict[str, Any]:
@@ -409,13 +500,21 @@ def register(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
             force=params.force_promote,
             log_model=lambda: log_pyfunc(paths, trained["mlflow_run_id"], settings.tracking_uri),
             head_to_head=evaluated.get("champion_head_to_head"),
+            baselines={n: evaluated.get("baseline_figures", {})[n] for n in evaluated.get("gate_baselines", [])},
+            baseline_tolerance=params.baseline_tolerance,
         )
 
     return save_state(paths, "register", _timed(body))
 
 
 def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
-    """Score every user of tonight's split with the champion; writes ``<run>/scores/*.parquet``."""
+    """Score every user of tonight's split; writes ``<run>/scores/*.parquet``.
+
+    The model is the version register chose (``serving.version``: the champion, or tonight's when
+    there is none), loaded by version so a re-run scores with the same one. churn_risk always comes
+    from it; recommendations too, unless register chose a baseline (``serving.baseline``): then they
+    are that baseline's next-session lists for every user of the split, ``model_version`` NULL.
+    """
     paths = settings.run_paths(params.dataset, run_date)
 
     def body() -> dict[str, Any]:
@@ -423,48 +522,63 @@ def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
         import pandas as pd
 
         from thrnn.io import read_split
+        from thrnn.scoring import horizon_column
 
         from . import registry
         from .checks import risk_bucket
         from .pyfunc import history_from_split
+        from .warehouse import CHURN_COLUMNS, RECOMMENDATION_COLUMNS, SOURCE
 
         name = registered_model_name(params.dataset)
         client = registry.setup_mlflow(settings.tracking_uri)
-        champ = registry.champion_version(client, name)
-        if champ is None:
-            raise RuntimeError(f"registered model {name} has no '{registry.CHAMPION}' alias; run the register task")
-        version = int(champ.version)
-        wrapper = mlflow.pyfunc.load_model(f"models:/{name}@{registry.CHAMPION}").unwrap_python_model()
-        history = history_from_split(read_split(paths.data))
-        recs, churn = wrapper.score(history, run_date=run_date, top_k=params.top_k,
+        serving = load_state(paths, "register").get("serving")
+        if serving is None:  # register state of an older release: the champion serves everything
+            champ = registry.champion_version(client, name)
+            if champ is None:
+                raise RuntimeError(f"registered model {name} has no '{registry.CHAMPION}' alias; "
+                                   f"re-run the register task")
+            serving = {"version": int(champ.version), "baseline": None, "reason": "champion"}
+        version, baseline = int(serving["version"]), serving.get("baseline")
+        wrapper = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+        split = read_split(paths.data)
+        recs, churn = wrapper.score(history_from_split(split), run_date=run_date, top_k=params.top_k,
                                     horizons_hours=params.horizons_hours)
-        from thrnn.scoring import horizon_column
-
         # the table has three fixed horizon columns; the params choose what they measure
         churn = churn.rename(columns={horizon_column(h): col for h, col in
                                       zip(params.horizons_hours, HORIZON_COLUMNS, strict=True)})
         common = {"run_date": run_date, "dataset": params.dataset, "model_name": name, "model_version": version}
-        recs = recs.assign(**common)
+        if baseline:
+            evaluated = load_state(paths, "evaluate")
+            recs = baseline_recommendations(split, baseline, params.top_k,
+                                            evaluated.get("baseline_params", {}).get(baseline))
+            source = baseline
+            recs = recs.assign(**{**common, "model_version": pd.Series(pd.NA, index=recs.index, dtype="Int64")})
+        else:
+            source = MODEL_SOURCE.format(model_name=name, version=version)
+            recs = recs.assign(**common)
+        recs[SOURCE] = source
         churn = churn.assign(**common)
         churn["risk_bucket"] = risk_bucket(churn["churn_risk"], params.risk_thresholds)
         churn["expected_return_at"] = pd.to_datetime(churn["last_session_end"], utc=True) + pd.to_timedelta(
             churn["expected_return_hours"], unit="h")
         paths.scores.mkdir(parents=True, exist_ok=True)
-        from .warehouse import CHURN_COLUMNS, RECOMMENDATION_COLUMNS
-
         for frame, cols, fname in ((recs, RECOMMENDATION_COLUMNS, "recommendations.parquet"),
                                    (churn, CHURN_COLUMNS, "churn_risk.parquet")):
             tmp = paths.scores / f".{fname}.tmp"
             frame[cols].to_parquet(tmp, index=False)
             os.replace(tmp, paths.scores / fname)
         return {"scored_with_version": version, "users": int(churn["user_key"].nunique()),
-                "recommendation_rows": len(recs), "churn_rows": len(churn), **wrapper.last_unknown}
+                "recommendation_users": int(recs["user_key"].nunique()), "recommendations_source": source,
+                "serving": serving.get("reason", ""), "recommendation_rows": len(recs), "churn_rows": len(churn),
+                **wrapper.last_unknown}
 
     return save_state(paths, "score", _timed(body))
 
 
 def model_run_row(paths: RunPaths, params: RunParams, run_date: dt.date) -> dict[str, Any]:
     """The ``model_runs`` row of the night, from the tasks' state files."""
+    from .warehouse import BASELINE_FIGURE_COLUMNS, BEST_BASELINE, RECOMMENDATIONS_SOURCE
+
     # the split may come from elsewhere (sessionize marked successful by an operator): its time is then unknown
     ses = load_state(paths, "sessionize") if (paths.state / "sessionize.json").exists() else {"seconds": None}
     val, trn = load_state(paths, "validate"), load_state(paths, "train")
@@ -484,6 +598,15 @@ def model_run_row(paths: RunPaths, params: RunParams, run_date: dt.date) -> dict
         sessionize_seconds=ses["seconds"], train_seconds=trn["seconds"], evaluate_seconds=ev["seconds"],
         score_seconds=sc["seconds"],
     )
+    # what the night serves, and the baseline a baseline night would serve (best on first-item R@20)
+    model_source = MODEL_SOURCE.format(model_name=row["model_name"], version=sc["scored_with_version"])
+    row[RECOMMENDATIONS_SOURCE] = sc.get("recommendations_source", model_source)
+    row["serving"] = sc.get("serving") or (reg.get("serving") or {}).get("reason")
+    best = ev.get("fallback_baseline")
+    row[BEST_BASELINE] = best
+    figures = ev.get("baseline_figures", {}).get(best, {}) if best else {}
+    for key, column in BASELINE_FIGURE_COLUMNS.items():
+        row[column] = figures.get(key)
     return row
 
 
@@ -509,7 +632,7 @@ def publish(settings: PipelineSettings, params: RunParams, run_date: dt.date) ->
 
 
 def check(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
-    """Re-read the published night and check counts, ranges and one row set per user."""
+    """Re-read the published night and check counts, ranges, one row set per user and its source."""
     paths = settings.run_paths(params.dataset, run_date)
 
     def body() -> dict[str, Any]:
@@ -519,6 +642,8 @@ def check(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
         scored = load_state(paths, "score")
         return check_published(W.connect(settings.warehouse), params.dataset, run_date,
                                expected_users=scored["users"], top_k=params.top_k,
-                               risk_thresholds=params.risk_thresholds, horizons_hours=params.horizons_hours)
+                               risk_thresholds=params.risk_thresholds, horizons_hours=params.horizons_hours,
+                               expected_recommendation_users=scored.get("recommendation_users"),
+                               expected_source=scored.get("recommendations_source"))
 
     return save_state(paths, "check", _timed(body))

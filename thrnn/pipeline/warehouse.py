@@ -10,6 +10,9 @@ publisher therefore never writes the live file: it copies it to a staging file b
 there, checkpoints, and swaps it in with ``os.replace``. Readers (who must open the file read-only)
 never meet a lock or a half-written file; a reader that had the old file open keeps reading the old
 night. Concurrent publishers are serialised with a lock file. Cost: one file copy per publish.
+
+Tables created by an older DDL are brought up to date by :func:`migrate` inside the publishing
+transaction (columns added, backfilled, constraints relaxed), so existing warehouses keep working.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import datetime as dt
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,19 @@ RECOMMENDATIONS = "recommendations"
 CHURN_RISK = "churn_risk"
 MODEL_RUNS = "model_runs"
 
+SOURCE = "source"  # recommendations: thrnn-<dataset>/<version> or the baseline's name
+RECOMMENDATIONS_SOURCE = "recommendations_source"  # model_runs: the night's recommendations.source
+BEST_BASELINE = "best_baseline"
+# model_runs columns of the best baseline's figures, by metric key of the evaluation
+BASELINE_FIGURE_COLUMNS = {
+    "recall@20": "baseline_recall_at_20",
+    "mrr@20": "baseline_mrr_at_20",
+    "first_item_recall@20": "baseline_first_item_recall_at_20",
+    "first_item_mrr@20": "baseline_first_item_mrr_at_20",
+}
 RECOMMENDATION_COLUMNS = [
     "run_date", "dataset", "user_key", "rank", "item_key", "item_name", "score", "model_name", "model_version",
+    SOURCE,
 ]
 CHURN_COLUMNS = [
     "run_date", "dataset", "user_key", "last_session_end", "elapsed_hours", "expected_return_hours",
@@ -45,7 +59,8 @@ MODEL_RUN_COLUMNS = [
     "first_item_recall_at_20", "first_item_mrr_at_20", "mae_hours", "mae_hours_mean", "n_targets", "n_gaps",
     "champion_version_before", "promoted", "decision", "scored_with_version", "users", "train_events",
     "test_events", "recommendation_rows", "churn_rows", "sessionize_seconds", "train_seconds",
-    "evaluate_seconds", "score_seconds",
+    "evaluate_seconds", "score_seconds", RECOMMENDATIONS_SOURCE, "serving", BEST_BASELINE,
+    *BASELINE_FIGURE_COLUMNS.values(),
 ]
 TABLE_COLUMNS: dict[str, list[str]] = {
     RECOMMENDATIONS: RECOMMENDATION_COLUMNS,
@@ -59,20 +74,60 @@ TABLE_ORDER: dict[str, list[str]] = {
     MODEL_RUNS: ["dataset", "run_date"],
 }
 TIMESTAMP_COLUMNS = {"last_session_end", "expected_return_at"}
+# Columns added after the first release, per table: (column, type, backfill of existing rows or None).
+# A backfilled column becomes NOT NULL once filled (as in sql/ddl); the others stay nullable.
+ADDED_COLUMNS: dict[str, list[tuple[str, str, str | None]]] = {
+    RECOMMENDATIONS: [(SOURCE, "VARCHAR", "model_name || '/' || CAST(model_version AS VARCHAR)")],
+    MODEL_RUNS: [(RECOMMENDATIONS_SOURCE, "VARCHAR", "model_name || '/' || CAST(scored_with_version AS VARCHAR)"),
+                 ("serving", "VARCHAR", None), (BEST_BASELINE, "VARCHAR", None)]
+    + [(c, "DOUBLE PRECISION", None) for c in BASELINE_FIGURE_COLUMNS.values()],
+}
+# NOT NULL constraints of the first release that were dropped since: a baseline night has no version
+RELAXED_COLUMNS: dict[str, list[str]] = {RECOMMENDATIONS: ["model_version"]}
 
 
 class PublishError(RuntimeError):
     """The frames to publish do not fit the tables (the message says which column/row)."""
 
 
-def schema_statements() -> list[str]:
+def schema_statements(parts: Sequence[str] = ("ddl", "views")) -> list[str]:
     """DDL then views from ``sql/``, one statement each (comments removed)."""
     statements: list[str] = []
-    for sub in ("ddl", "views"):
+    for sub in parts:
         for path in sorted((SQL_DIR / sub).glob("*.sql")):
             text = "\n".join(line.split("--", 1)[0] for line in path.read_text().splitlines())
             statements += [s.strip() for s in text.split(";") if s.strip()]
     return statements
+
+
+def migrate(run: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]) -> list[str]:
+    """Bring tables created by an older ``sql/ddl`` up to date; return the statements it ran.
+
+    ``run(sql, params)`` executes one statement (``?`` placeholders) and returns its rows. Idempotent:
+    on current tables it only reads ``information_schema``. Runs after the DDL and before the views
+    (``SELECT *`` views pick the new columns up when they are re-created).
+    """
+    done: list[str] = []
+
+    def do(sql: str) -> None:
+        run(sql, [])
+        done.append(sql)
+
+    for table in TABLE_COLUMNS:
+        rows = run("SELECT column_name, is_nullable FROM information_schema.columns "
+                   "WHERE table_schema = current_schema() AND table_name = ?", [table])
+        nullable = {str(name): str(flag).upper() == "YES" for name, flag in rows}
+        for column, sql_type, backfill in ADDED_COLUMNS.get(table, []):
+            if column in nullable:
+                continue
+            do(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+            if backfill is not None:
+                do(f"UPDATE {table} SET {column} = {backfill}")
+                do(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL")
+        for column in RELAXED_COLUMNS.get(table, []):
+            if nullable.get(column) is False:
+                do(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL")
+    return done
 
 
 def _prepare(table: str, frame: pd.DataFrame, dataset: str, run_date: dt.date) -> pd.DataFrame:
@@ -162,7 +217,10 @@ class DuckDBWarehouse(Warehouse):
                 con = duckdb.connect(str(staging))
                 try:
                     con.execute("SET TimeZone = 'UTC'")
-                    for stmt in schema_statements():
+                    for stmt in schema_statements(("ddl",)):
+                        con.execute(stmt)
+                    migrate(lambda sql, params: con.execute(sql, list(params)).fetchall())
+                    for stmt in schema_statements(("views",)):
                         con.execute(stmt)
                     con.begin()
                     counts = {}
@@ -237,7 +295,15 @@ class PostgresWarehouse(Warehouse):
             cur = conn.cursor()
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [self.ADVISORY_LOCK])
             cur.execute("SET LOCAL TIME ZONE 'UTC'")
-            for stmt in schema_statements():
+            for stmt in schema_statements(("ddl",)):
+                cur.execute(stmt)
+
+            def run(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                cur.execute(sql.replace("?", "%s"), list(params))
+                return cur.fetchall() if cur.description else []
+
+            migrate(run)
+            for stmt in schema_statements(("views",)):
                 cur.execute(stmt)
             for table, frame in prepared.items():
                 cur.execute(f"DELETE FROM {table} WHERE dataset = %s AND run_date = %s", [dataset, run_date])
