@@ -8,7 +8,8 @@ Every night, for the logical date `D` of the run (never the wall clock):
 3. **train** THRNN (queue/pool from `THRNN_TRAIN_QUEUE` / `THRNN_TRAIN_POOL`, e.g. the `gpu` queue)
 4. **evaluate** it beside the baselines; report and plots go to MLflow
 5. **register** it as a new version of `thrnn-<dataset>` and move the `champion` alias only when it is
-   not worse than the champion on Recall@20 and return-time MAE (tolerances are params)
+   at least as good as the best baseline on next/first-item Recall@20 and MRR@20 and not worse than the
+   champion on Recall@20 and MAE (tolerances are params); no qualifying model: a baseline's lists (`source`)
 6. **score** every user with the champion: top-K items, return time, P(return within 1/7/30 d), churn risk
 7. **publish** `recommendations`, `churn_risk`, `model_runs` (one night replaced atomically)
 8. **check** the published night (row counts, probability ranges, one row set per user)

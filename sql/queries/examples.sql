@@ -2,8 +2,8 @@
 -- PostgreSQL: `psql "$THRNN_WAREHOUSE_URL"`). Always open the DuckDB file read-only: the nightly
 -- publisher swaps in a new file and a read-write session would hold writes the swap discards.
 
--- Top-5 recommendations of one user tonight.
-SELECT rank, item_name, item_key, score
+-- Top-5 recommendations of one user tonight, and who ranked them (a model version or a baseline).
+SELECT rank, item_name, item_key, score, source
 FROM latest_recommendations
 WHERE dataset = 'lastfm' AND user_key = 'user_000001' AND rank <= 5
 ORDER BY rank;
@@ -27,11 +27,18 @@ WHERE dataset = 'lastfm'
 GROUP BY run_date, risk_bucket
 ORDER BY run_date, risk_bucket;
 
--- Model history: which night produced which version, and was it promoted?
+-- Model history: which night produced which version, was it promoted, what did the night serve?
 SELECT run_date, model_version, recall_at_20, mrr_at_20, mae_hours, promoted, decision,
-       scored_with_version
+       scored_with_version, recommendations_source
 FROM model_runs
 WHERE dataset = 'lastfm'
+ORDER BY run_date;
+
+-- Nights that served a baseline's lists (no model qualified), beside the model they did not serve.
+SELECT run_date, recommendations_source, best_baseline, baseline_first_item_recall_at_20,
+       first_item_recall_at_20, promoted, serving
+FROM model_runs
+WHERE dataset = 'lastfm' AND recommendations_source = best_baseline
 ORDER BY run_date;
 
 -- Most recommended items tonight.

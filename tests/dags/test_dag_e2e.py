@@ -2,7 +2,9 @@
 
 Night 1, a re-run of night 1 (idempotence; sessionize marked successful, its output reused), then
 night 2 (on night 1's split, to save a Spark run): the tables hold both nights, model_runs records
-the champion decision of night 2.
+the gate decisions. Night 1's one-epoch model faces the baselines: what the night publishes (the
+model's lists or the best baseline's) is at least as good as Markov-1 and most-popular on first-item
+Recall@20; night 2 (``baseline_tolerance`` 1) lets the model past the baselines.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def test_nightly_end_to_end(nightly):
     import mlflow
 
     from thrnn.io import read_split
+    from thrnn.pipeline import tasks
     from thrnn.pipeline import warehouse as W
     from thrnn.pipeline.settings import PipelineSettings
 
@@ -95,8 +98,20 @@ def test_nightly_end_to_end(nightly):
     assert rec1.groupby("user_key")["rank"].apply(list).map(lambda r: r == [1, 2, 3, 4, 5]).all()
     assert rec1.groupby("user_key")["item_key"].nunique().eq(5).all()
     assert (rec1["item_name"] == rec1["item_key"].map(items)).all()
-    assert set(rec1["model_version"]) == {1} and set(churn1["model_version"]) == {1}
+    assert set(churn1["model_version"]) == {1}  # tonight's v1 scores churn whether promoted or not
     assert (rec1.groupby("user_key")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
+
+    # what the night serves is at least as good as Markov-1 and most-popular on first-item Recall@20
+    evaluated = tasks.load_state(settings.run_paths("tiny", D1), "evaluate")
+    figures, first = evaluated["baseline_figures"], "first_item_recall@20"
+    (source,) = set(rec1["source"])
+    served = evaluated["metrics"][first] if source == "thrnn-tiny/1" else figures[source][first]
+    assert served >= max(figures["markov1"][first], figures["most_popular"][first]), (source, figures)
+    if source == "thrnn-tiny/1":
+        assert set(rec1["model_version"]) == {1}
+    else:  # the best first-item baseline's lists, for every user of the split
+        assert source == evaluated["fallback_baseline"] and rec1["model_version"].isna().all()
+        assert sorted(rec1["user_key"].unique()) == sorted(users)
     # last session end = last event of the user's history; elapsed from the end of the run date
     events = pd.concat([split.train, split.test])
     last = events.groupby(C.USER_ID)[C.EVENT_TIME].max()
@@ -114,14 +129,20 @@ def test_nightly_end_to_end(nightly):
 
     assert len(runs1) == 1
     run1 = runs1.iloc[0]
-    assert (run1["model_version"], bool(run1["promoted"]), run1["scored_with_version"]) == (1, True, 1)
-    assert run1["decision"] == "first model: no champion yet" and pd.isna(run1["champion_version_before"])
+    promoted1 = bool(run1["promoted"])
+    assert (run1["model_version"], run1["scored_with_version"], run1["recommendations_source"]) == (1, 1, source)
+    assert promoted1 == (source == "thrnn-tiny/1") and pd.isna(run1["champion_version_before"])
+    assert run1["decision"].startswith("first model: no champion yet and at least as good as the best baselines"
+                                       if promoted1 else "below the best baseline: ")
+    assert run1["best_baseline"] == evaluated["fallback_baseline"]
+    assert run1["baseline_first_item_recall_at_20"] == figures[run1["best_baseline"]][first]
     assert (run1["recommendation_rows"], run1["churn_rows"], run1["users"]) == (len(rec1), len(churn1), len(users))
     assert 0 <= run1["recall_at_20"] <= 1 and run1["mae_hours"] > 0
 
     client = mlflow.MlflowClient(settings.tracking_uri)
-    mv = client.get_model_version_by_alias("thrnn-tiny", "champion")
-    assert int(mv.version) == 1 and mv.tags["run_date"] == D1.isoformat()
+    mv = client.get_model_version("thrnn-tiny", "1")
+    assert mv.tags["run_date"] == D1.isoformat() and mv.tags["promoted"] == str(promoted1).lower()
+    assert bool(mv.aliases) == promoted1
     run = client.get_run(run1["mlflow_run_id"])
     assert run.data.tags["run_date"] == D1.isoformat() and "recall_at_20" in run.data.metrics
     assert len(client.get_metric_history(run.info.run_id, "loss")) == CONF["epochs"]  # one point per epoch
@@ -136,15 +157,22 @@ def test_nightly_end_to_end(nightly):
     pd.testing.assert_frame_equal(_table(wh, W.MODEL_RUNS, D1).drop(columns=timing), runs1.drop(columns=timing))
     assert [int(v.version) for v in client.search_model_versions("name = 'thrnn-tiny'")] == [1]
 
-    # night 2: a second version, a gate decision against v1, both nights kept. Its split is night 1's
+    # night 2: a second version, both nights kept; baseline_tolerance 1 lets any model past the
+    # baselines, so v2 is promoted unless it is worse than a champion v1. Its split is night 1's
     # (copied; sessionize marked successful) to keep the test short: Spark is covered by night 1.
     shutil.copytree(settings.run_paths("tiny", D1).data, settings.run_paths("tiny", D2).data)
-    _run(dag, D2, conf, mark_success_pattern="^sessionize$")
+    _run(dag, D2, {**conf, "baseline_tolerance": 1.0}, mark_success_pattern="^sessionize$")
     run2 = _table(wh, W.MODEL_RUNS, D2).iloc[0]
-    assert run2["model_version"] == 2 and run2["champion_version_before"] == 1
+    assert run2["model_version"] == 2
     assert run2["scored_with_version"] == (2 if run2["promoted"] else 1)
-    assert ("not worse" in run2["decision"]) == bool(run2["promoted"])
-    assert "both on tonight's split" in run2["decision"]  # v1 re-scored on night 2's test events
+    assert run2["recommendations_source"] == f"thrnn-tiny/{run2['scored_with_version']}"
+    assert set(_table(wh, W.RECOMMENDATIONS, D2)["source"]) == {run2["recommendations_source"]}
+    if promoted1:  # a champion to beat: v1 re-scored on night 2's test events
+        assert run2["champion_version_before"] == 1 and "both on tonight's split" in run2["decision"]
+        assert ("not worse" in run2["decision"]) == bool(run2["promoted"])
+    else:
+        assert pd.isna(run2["champion_version_before"]) and bool(run2["promoted"])
+        assert run2["decision"].startswith("first model: no champion yet and at least as good as the best")
     nights = wh.query("SELECT run_date, COUNT(*) AS n FROM recommendations GROUP BY run_date ORDER BY run_date")
     assert [pd.Timestamp(d).date() for d in nights["run_date"]] == [D1, D2]
     latest = wh.query("SELECT DISTINCT run_date FROM latest_churn_risk")

@@ -204,8 +204,9 @@ INSERT INTO model_runs (run_date, dataset, model_name, model_version, mlflow_run
 """
 
 
-def baseline_night(day: dt.date, name: str = "blend") -> dict[str, pd.DataFrame]:
-    frames = night_frames(day, version=4)
+def baseline_night(day: dt.date, name: str = "blend", **kw) -> dict[str, pd.DataFrame]:
+    """A night that served baseline ``name``'s lists (churn_risk from v4)."""
+    frames = night_frames(day, version=4, **kw)
     rec = frames[W.RECOMMENDATIONS]
     frames[W.RECOMMENDATIONS] = rec.assign(source=name, model_version=pd.Series(pd.NA, index=rec.index, dtype="Int64"))
     frames[W.MODEL_RUNS] = frames[W.MODEL_RUNS].assign(recommendations_source=name, best_baseline=name,
@@ -250,6 +251,20 @@ def test_existing_warehouses_get_the_new_columns(old_warehouse):
     assert nullable.values.tolist() == [["model_version", "YES"], ["source", "NO"]]
     assert check_published(wh, "demo", day, expected_users=2, top_k=3, risk_thresholds=(0.3, 0.7),
                            expected_source="blend")["users"] == 2
+
+
+@pytest.mark.parametrize("kind", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_example_queries_run_on_a_model_night_and_a_baseline_night(kind, request, tmp_path):
+    wh = W.connect(f"duckdb://{tmp_path / 'w.duckdb'}" if kind == "duckdb" else request.getfixturevalue("pg_url"))
+    d1, d2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
+    wh.publish("lastfm", d1, night_frames(d1, dataset="lastfm", users=("user_000001", "u2")))
+    wh.publish("lastfm", d2, baseline_night(d2, dataset="lastfm", users=("user_000001", "u2")))
+    text = "\n".join(line.split("--", 1)[0] for line in (W.SQL_DIR / "queries" / "examples.sql").read_text().splitlines())
+    results = [wh.query(stmt) for stmt in (s.strip() for s in text.split(";")) if stmt]
+    assert results[0][["rank", "source"]].values.tolist() == [[1, "blend"], [2, "blend"], [3, "blend"]]
+    served = results[-2]  # the nights that served a baseline
+    assert served[["recommendations_source", "best_baseline"]].values.tolist() == [["blend", "blend"]]
+    assert pd.Timestamp(served["run_date"].iloc[0]).date() == d2
 
 
 def test_migration_is_a_no_op_on_current_tables():
