@@ -14,6 +14,13 @@ positions of the target's own session), read through a window of the last ``wind
   within-session transitions for the next item, last item of a session -> first item of the next
   session for the first item (the counts of ``thrnn.baselines.ranking.transition_matrix``). A
   training target's own transition is left out of the counts it is scored with (leave-one-out).
+- ``cooc``: session co-occurrence (sequential rules): ``Σ_j w_j C(i | x_j)`` over the query events
+  ``x_j`` (the session of ``cur`` up to ``cur``: the current session for the next item, the previous
+  session for the first item), ``w_j = 1 / (t - j)``, where ``C(i | x)`` is the row-normalised count
+  of ``x`` followed later in the same training session by ``i``, each pair weighted 1 / distance.
+  Training targets leave their own session's pairs out.
+- ``cooc_any``: the same with pairs in either order (``C + Cᵀ``): items of sessions that share the
+  query's items, as session-kNN scores them.
 - ``user``: the user's own transitions from ``cur``: the items that followed earlier occurrences of
   ``cur`` in the window (pairs may cross session boundaries), normalised.
 - ``decay``: the user's exponentially decayed item frequency, ``decay ** age`` per event (age 0 =
@@ -31,7 +38,7 @@ import torch
 
 from thrnn.data import SessionData
 
-COMPONENTS: tuple[str, ...] = ("global", "user", "user2", "decay", "recent")
+COMPONENTS: tuple[str, ...] = ("global", "cooc", "cooc_any", "user", "user2", "decay", "recent")
 RECENT_DECAY = 0.5
 # Bound on the (targets x window) block handled at once when precomputing target probabilities.
 _WINDOW_BLOCK = 1 << 23
@@ -69,6 +76,10 @@ class PersonalHistory:
         self.user_end = torch.from_numpy(  # one past the user's last event
             np.where(last_row >= 0, row_start[np.maximum(last_row, 0)] + lengths[np.maximum(last_row, 0)], 0))
         self.event_user = torch.from_numpy(np.repeat(users, lengths))
+        self.event_row = torch.from_numpy(np.repeat(np.arange(data.n_sessions), lengths))
+        self._data, self._count_rows = data, count_rows.numpy()
+        self.cooc, self._own = _cooc_counts(data, self._count_rows), None
+        self._cooc = {kind: _CoocTable(c) for kind, c in (("cooc", self.cooc), ("cooc_any", (self.cooc + self.cooc.T).tocsr()))}
         self.within, self.between = _transition_counts(data, count_rows.numpy(), row_start)
         self.within_total = np.asarray(self.within.sum(1)).ravel()
         self.between_total = np.asarray(self.between.sum(1)).ravel()
@@ -87,6 +98,58 @@ class PersonalHistory:
         if cached is None:
             cached = self._device_flat[str(device)] = self.flat.to(device)
         return cached
+
+    # ------------------------------------------------------------------ session co-occurrence
+    def _query(self, t: torch.Tensor, ustart: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(target index, item, weight) of every query event: the session of event t-1, up to t-1."""
+        t_np, us = t.numpy(), ustart.numpy()
+        has = t_np > us
+        cur = np.where(has, t_np - 1, 0)
+        qstart = self.row_start.numpy()[self.event_row.numpy()[cur]]
+        n = np.where(has, t_np - qstart, 0)
+        idx = np.repeat(np.arange(len(t_np)), n)
+        offset = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        ev = np.repeat(qstart, n) + offset
+        return idx, self.flat.numpy()[ev], 1.0 / (np.repeat(t_np, n) - ev)
+
+    def _cooc_target(self, t: torch.Tensor, ustart: torch.Tensor, tgt: torch.Tensor, first: bool,
+                     leave_one_out: bool, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """(P(target), mass) of the co-occurrence component ``kind`` for each target."""
+        idx, q_items, w = self._query(t, ustart)
+        if len(idx) == 0:
+            return np.zeros(len(t)), np.zeros(len(t))
+        table = self._cooc[kind]
+        tg = tgt.numpy()[idx]
+        num = np.asarray(table.counts[q_items.copy(), tg.copy()]).ravel().astype(np.float64)
+        den = table.total[q_items].astype(np.float64)
+        if leave_one_out and not first:
+            # the target's own session: its pairs (query event -> target) and the query events' row sums
+            if self._own is None:
+                self._own = _own_session_counts(self._data, self._count_rows)
+            own_pairs, own_rowsum = self._own[kind]
+            ev = self._query_events(t, ustart)
+            t_ev = t.numpy()[idx]
+            own = self._counted_within[t_ev]
+            row = self.event_row.numpy()[t_ev]
+            j = ev - self.row_start.numpy()[row]
+            p = t_ev - self.row_start.numpy()[row]
+            num -= np.where(own, own_pairs[row, j, p], 0.0)
+            den -= np.where(own, own_rowsum[row, j], 0.0)
+        known = den > 1e-9
+        contrib = np.where(known, w * num / np.maximum(den, 1e-300), 0.0)
+        p_t = np.bincount(idx, contrib, minlength=len(t))
+        norm = np.bincount(idx, w * known, minlength=len(t))
+        mass = np.bincount(idx, w * np.where(known, den, 0.0), minlength=len(t))
+        return np.where(norm > 0, p_t / np.maximum(norm, 1e-300), 0.0), np.where(norm > 0, mass, 0.0)
+
+    def _query_events(self, t: torch.Tensor, ustart: torch.Tensor) -> np.ndarray:
+        t_np, us = t.numpy(), ustart.numpy()
+        has = t_np > us
+        cur = np.where(has, t_np - 1, 0)
+        qstart = self.row_start.numpy()[self.event_row.numpy()[cur]]
+        n = np.where(has, t_np - qstart, 0)
+        offset = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        return np.repeat(qstart, n) + offset
 
     def seen_before(self) -> torch.Tensor:
         """(E,) bool: the event's item occurred earlier in the same user's history (any distance): the
@@ -161,12 +224,15 @@ class PersonalHistory:
         tot = np.where(has_cur.numpy(), tot, 0.0)
         out_a[:, 0] = torch.from_numpy(tot)
         out_p[:, 0] = torch.from_numpy(np.where(tot > 0, c / np.maximum(tot, 1), 0.0))
+        for k, kind in ((1, "cooc"), (2, "cooc_any")):
+            p_c, m_c = self._cooc_target(t, ustart, tgt, first, leave_one_out, kind)
+            out_p[:, k], out_a[:, k] = torch.from_numpy(p_c), torch.from_numpy(m_c)
         block = max(1, _WINDOW_BLOCK // self.window)
         for s in range(0, len(t), block):
             sl = slice(s, s + block)
             items, weights = self._weights(t[sl], ustart[sl])
             hit = items == tgt[sl, None]
-            for k, w in enumerate(weights, start=1):
+            for k, w in enumerate(weights, start=3):
                 mass = w.sum(1)
                 out_p[sl, k] = (w * hit).sum(1) / mass.clamp(min=1e-300)
                 out_a[sl, k] = mass
@@ -190,13 +256,77 @@ class PersonalHistory:
         out[:, 0, :width] = torch.from_numpy(rows[:, :width]).float().to(device)
         mass = torch.zeros(len(t_cpu), len(COMPONENTS), dtype=torch.float32, device=device)
         mass[:, 0] = torch.from_numpy(tot).float().to(device)
+        q_rows, q_items, q_w = self._query(t_cpu, ustart)
+        q = sp.csr_matrix((q_w, (q_rows, q_items)), shape=(len(t_cpu), self.n_items + 1))
+        for k, kind in ((1, "cooc"), (2, "cooc_any")):
+            table = self._cooc[kind]
+            known = np.bincount(q_rows, q_w * (table.total[q_items] > 0), minlength=len(t_cpu))
+            co = (q @ table.normalised).toarray()[:, :n_columns] / np.maximum(known, 1e-300)[:, None]
+            out[:, k, :co.shape[1]] = torch.from_numpy(co).float().to(device)
+            q_mass = np.bincount(q_rows, q_w * table.total[q_items], minlength=len(t_cpu))
+            mass[:, k] = torch.from_numpy(np.where(known > 0, q_mass, 0.0)).float().to(device)
         items, weights = self._weights(t_cpu.to(device), ustart.to(device))
-        for k, w in enumerate(weights, start=1):
+        for k, w in enumerate(weights, start=3):
             m = w.sum(1)
             out[:, k].scatter_add_(1, items, (w / m.clamp(min=1e-300)[:, None]).float())
             mass[:, k] = m.float()
         out[:, :, 0] = 0.0
         return out, mass
+
+
+def _pair_weights(data: SessionData, count_rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(items (S, L), pair weights (S, L, L)): ``1 / (r - q)`` for positions q < r of a count row."""
+    items = torch.as_tensor(data.items)
+    lengths = torch.as_tensor(data.lengths)
+    pos = torch.arange(items.shape[1])
+    valid = pos[None, :] < lengths[:, None]
+    dist = (pos[None, :] - pos[:, None]).float()
+    d = torch.where(dist > 0, 1.0 / dist.clamp(min=1), torch.zeros(()))
+    mask = valid[:, :, None] & valid[:, None, :] & torch.as_tensor(count_rows)[:, None, None]
+    return items, d[None] * mask.float()
+
+
+def _cooc_counts(data: SessionData, count_rows: np.ndarray) -> sp.csr_matrix:
+    """Session co-occurrence counts over ``count_rows``: ``C[a, b] = Σ 1 / (r - q)`` over pairs of
+    positions q < r of one session holding items a, b; (N+1, N+1) CSR."""
+    n = data.n_items + 1
+    rows = np.flatnonzero(count_rows)
+    src, dst, val = [], [], []
+    for lo in range(0, len(rows), 4096):  # bounded (block, L, L) pair tensors
+        block = rows[lo:lo + 4096]
+        sub = SessionData.__new__(SessionData)
+        sub.items, sub.lengths = data.items[block], data.lengths[block]
+        items, w = _pair_weights(sub, np.ones(len(block), dtype=bool))
+        s_idx, q_idx, r_idx = torch.nonzero(w, as_tuple=True)
+        src.append(items[s_idx, q_idx].numpy())
+        dst.append(items[s_idx, r_idx].numpy())
+        val.append(w[s_idx, q_idx, r_idx].double().numpy())
+    if not src:
+        return sp.csr_matrix((n, n))
+    return sp.coo_matrix((np.concatenate(val), (np.concatenate(src), np.concatenate(dst))), shape=(n, n)).tocsr()
+
+
+class _CoocTable:
+    """Co-occurrence counts with their row totals and row-normalised form."""
+
+    def __init__(self, counts: sp.csr_matrix) -> None:
+        self.counts = counts
+        self.total = np.asarray(counts.sum(1)).ravel()
+        self.normalised = (sp.diags(1.0 / np.maximum(self.total, 1e-300)) @ counts).tocsr()
+
+
+def _own_session_counts(data: SessionData, count_rows: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each session's own part of the co-occurrence tables, for leave-one-out: per kind,
+    ``own_pairs[s, j, p]`` is what session s adds to ``C[x_j, x_p]`` and ``own_rowsum[s, j]`` what it
+    adds to row ``x_j``'s total."""
+    items, w = _pair_weights(data, count_rows)
+    valid = items > 0
+    e = ((items[:, :, None] == items[:, None, :]) & valid[:, :, None] & valid[:, None, :]).float()
+    pairs = e @ w @ e.transpose(1, 2)
+    rows = (e @ w.sum(2, keepdim=True))[..., 0]
+    cols = (e @ w.sum(1)[:, :, None])[..., 0]  # what the session adds to C's column of x_j
+    return {"cooc": (pairs.double().numpy(), rows.double().numpy()),
+            "cooc_any": ((pairs + pairs.transpose(1, 2)).double().numpy(), (rows + cols).double().numpy())}
 
 
 def _transition_counts(data: SessionData, count_rows: np.ndarray,

@@ -20,7 +20,7 @@ from thrnn.scoring import score_users
 from thrnn.train import train_sessions
 
 torch.set_num_threads(1)
-G, U, U2, D, R = range(len(COMPONENTS))  # component columns
+G, CO, CA, U, U2, D, R = range(len(COMPONENTS))  # component columns
 
 
 def _sessions(items: list[list[int]], start: float) -> list[list[tuple[int, float]]]:
@@ -126,16 +126,16 @@ def test_no_event_sees_itself_or_later():
 
 def test_gate_starts_at_its_initial_weights_and_renormalises():
     gate = MixtureGate(4, NEXT_INIT)
-    mass = torch.tensor([[3.0, 1.0, 2.0, 5.0, 5.0], [0.0, 0.0, 0.0, 5.0, 5.0]])
+    mass = torch.tensor([[3.0, 2.0, 2.0, 1.0, 2.0, 5.0, 5.0], [0.0, 0.0, 0.0, 0.0, 0.0, 5.0, 5.0]])
     pi = gate(torch.randn(2, 4), mass).exp()
     init = torch.tensor(NEXT_INIT)
     torch.testing.assert_close(pi[0], init / init.sum())
-    expected = torch.tensor([init[0], 0, 0, 0, init[4], init[5]])
+    expected = torch.tensor([init[0], 0, 0, 0, 0, 0, init[6], init[7]])
     torch.testing.assert_close(pi[1], expected / expected.sum())
 
 
 def test_mixture_log_prob_and_probs_by_hand():
-    log_pi = torch.log(torch.tensor([[0.5, 0.2, 0.1, 0.1, 0.05, 0.05]]))
+    log_pi = torch.log(torch.tensor([[0.5, 0.2, 0.0, 0.0, 0.1, 0.1, 0.05, 0.05]]))
     logits = torch.tensor([[0.0, math.log(3.0)]])  # softmax over items 1, 2 = (1/4, 3/4)
     comps = torch.zeros(1, len(COMPONENTS), 3)
     comps[0, G, 1] = 1.0

@@ -19,9 +19,9 @@ from torch import nn
 
 from thrnn.personal import COMPONENTS
 
-# Initial mixture weights: (neural, global, user, user2, decay, recent).
-NEXT_INIT: tuple[float, ...] = (0.1, 0.25, 0.2, 0.2, 0.2, 0.05)
-FIRST_INIT: tuple[float, ...] = (0.1, 0.05, 0.05, 0.05, 0.7, 0.05)
+# Initial mixture weights: (neural, global, cooc, cooc_any, user, user2, decay, recent).
+NEXT_INIT: tuple[float, ...] = (0.1, 0.2, 0.1, 0.05, 0.2, 0.1, 0.2, 0.05)
+FIRST_INIT: tuple[float, ...] = (0.1, 0.05, 0.05, 0.05, 0.05, 0.05, 0.6, 0.05)
 LOG_FLOOR = math.log(1e-8)
 
 
