@@ -81,6 +81,46 @@ def test_target_probabilities_by_hand():
     assert p[0, R] == pytest.approx((RECENT_DECAY ** 9 + RECENT_DECAY ** 7 + RECENT_DECAY ** 3) / r_total, rel=1e-6)
 
 
+def test_session_cooccurrence_by_hand():
+    data = _data()
+    ph = PersonalHistory(data, ~data.is_test, window=500, decay=0.9)
+    # C[a, b] = sum of 1 / distance over pairs a ... b of a training session:
+    # [1 2 3] [2 3 1] [1 2] [3 1 2] [4 1] [1 4]
+    c = ph.cooc.toarray()
+    assert {(a, b): float(c[a, b]) for a, b in zip(*c.nonzero(), strict=True)} == {
+        (1, 2): 3.0, (1, 3): 0.5, (1, 4): 1.0, (2, 3): 2.0, (2, 1): 0.5, (3, 1): 2.0, (3, 2): 0.5, (4, 1): 1.0}
+    # test target event 12 (item 3): the query is event 11 (item 2) with weight 1
+    p, mass = ph.target_probs(torch.tensor([12]), torch.tensor([0]), first=False)
+    assert p[0, CO] == pytest.approx(2 / 2.5) and mass[0, CO] == pytest.approx(2.5)
+    # either order: row 2 of C + C^T is {3: 2 + 0.5, 1: 0.5 + 3}
+    assert p[0, CA] == pytest.approx(2.5 / 6)
+    # training target event 10 (item 2 of [3 1 2]), query 3 (weight 1/2) and 1 (weight 1); its own session
+    # adds 3->1: 1, 1->2: 1, 3->2: 1/2, so leave-one-out leaves 3->2: 0 of 1.0 and 1->2: 2 of 3.5
+    p, mass = ph.target_probs(torch.tensor([10]), torch.tensor([0]), first=False, leave_one_out=True)
+    assert p[0, CO] == pytest.approx((0.5 * 0 + 1 * 2 / 3.5) / 1.5) and mass[0, CO] == pytest.approx(4.0)
+    p, _ = ph.target_probs(torch.tensor([10]), torch.tensor([0]), first=False)
+    assert p[0, CO] == pytest.approx((0.5 * 0.5 / 2.5 + 1 * 3 / 4.5) / 1.5)
+    # first item of the test session (event 11, item 2): the query is the previous session [3 1 2]
+    p, _ = ph.target_probs(torch.tensor([11]), torch.tensor([0]), first=True)
+    assert p[0, CO] == pytest.approx((0.5 / 2.5 / 3 + 3 / 4.5 / 2 + 0) / (1 / 3 + 1 / 2 + 1))
+
+
+def test_cooccurrence_leave_one_out_equals_counting_without_the_session():
+    data = load_sessions(tiny_split(n_users=5, n_items=7, seed=11, max_sessions=9))
+    counted = ~data.is_test
+    ph = PersonalHistory(data, counted, window=500, decay=0.9)
+    every = torch.arange(ph.n_events)
+    loo, loo_mass = ph.target_probs(every, ph.event_user, first=False, leave_one_out=True)
+    for row in torch.nonzero(counted).squeeze(1).tolist()[:12]:
+        without = counted.clone()
+        without[row] = False
+        ref = PersonalHistory(data, without, window=500, decay=0.9)
+        t = ph.row_start[row] + torch.arange(1, int(data.lengths[row]))
+        p, mass = ref.target_probs(t, ph.event_user[t], first=False)
+        torch.testing.assert_close(loo[t][:, [CO, CA]], p[:, [CO, CA]], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(loo_mass[t][:, [CO, CA]], mass[:, [CO, CA]], rtol=1e-5, atol=1e-5)
+
+
 def test_leave_one_out_and_first_item():
     data = _data()
     ph = PersonalHistory(data, ~data.is_test, window=500, decay=0.9)
