@@ -42,6 +42,8 @@ COMPONENTS: tuple[str, ...] = ("global", "cooc", "cooc_any", "user", "user2", "d
 RECENT_DECAY = 0.5
 # Bound on the (targets x window) block handled at once when precomputing target probabilities.
 _WINDOW_BLOCK = 1 << 23
+# Targets whose probabilities are computed together (bounds the co-occurrence query arrays).
+_TARGET_CHUNK = 1 << 17
 
 
 class PersonalHistory:
@@ -77,8 +79,8 @@ class PersonalHistory:
             np.where(last_row >= 0, row_start[np.maximum(last_row, 0)] + lengths[np.maximum(last_row, 0)], 0))
         self.event_user = torch.from_numpy(np.repeat(users, lengths))
         self.event_row = torch.from_numpy(np.repeat(np.arange(data.n_sessions), lengths))
-        self._data, self._count_rows = data, count_rows.numpy()
-        self.cooc, self._own = _cooc_counts(data, self._count_rows), None
+        self._data = data
+        self.cooc = _cooc_counts(data, count_rows.numpy())
         self._cooc = {kind: _CoocTable(c) for kind, c in (("cooc", self.cooc), ("cooc_any", (self.cooc + self.cooc.T).tocsr()))}
         self.within, self.between = _transition_counts(data, count_rows.numpy(), row_start)
         self.within_total = np.asarray(self.within.sum(1)).ravel()
@@ -124,17 +126,18 @@ class PersonalHistory:
         den = table.total[q_items].astype(np.float64)
         if leave_one_out and not first:
             # the target's own session: its pairs (query event -> target) and the query events' row sums
-            if self._own is None:
-                self._own = _own_session_counts(self._data, self._count_rows)
-            own_pairs, own_rowsum = self._own[kind]
             ev = self._query_events(t, ustart)
             t_ev = t.numpy()[idx]
             own = self._counted_within[t_ev]
             row = self.event_row.numpy()[t_ev]
+            rows = np.unique(row[own])
+            own_pairs, own_rowsum = _own_session_counts(self._data, rows)[kind]
+            at = np.searchsorted(rows, row).clip(max=max(len(rows) - 1, 0))
             j = ev - self.row_start.numpy()[row]
             p = t_ev - self.row_start.numpy()[row]
-            num -= np.where(own, own_pairs[row, j, p], 0.0)
-            den -= np.where(own, own_rowsum[row, j], 0.0)
+            if len(rows):
+                num -= np.where(own, own_pairs[at, j, p], 0.0)
+                den -= np.where(own, own_rowsum[at, j], 0.0)
         known = den > 1e-9
         contrib = np.where(known, w * num / np.maximum(den, 1e-300), 0.0)
         p_t = np.bincount(idx, contrib, minlength=len(t))
@@ -204,11 +207,20 @@ class PersonalHistory:
         before normalisation (transition counts from ``cur``, decayed event weights; 0 = unavailable).
 
         ``targets`` defaults to the items at ``t`` (training targets); ``leave_one_out`` removes the
-        target's own transition from the global counts when it is counted there.
+        target's own transition (and its session's co-occurrence pairs) from the global counts when it
+        is counted there. Handled in chunks of targets, so memory stays bounded on any split.
         """
-        t = t.long().cpu()
-        u = u.long().cpu()
+        t, u = t.long().cpu(), u.long().cpu()
         tgt = self.flat[t] if targets is None else targets.long().cpu()
+        parts = [self._target_probs(t[s:s + _TARGET_CHUNK], u[s:s + _TARGET_CHUNK], first,
+                                    tgt[s:s + _TARGET_CHUNK], leave_one_out) for s in range(0, len(t), _TARGET_CHUNK)]
+        if not parts:
+            empty = torch.zeros(0, len(COMPONENTS))
+            return empty, empty.clone()
+        return torch.cat([p for p, _ in parts]), torch.cat([m for _, m in parts])
+
+    def _target_probs(self, t: torch.Tensor, u: torch.Tensor, first: bool, tgt: torch.Tensor,
+                      leave_one_out: bool) -> tuple[torch.Tensor, torch.Tensor]:
         out_p = torch.zeros(len(t), len(COMPONENTS), dtype=torch.float64)
         out_a = torch.zeros(len(t), len(COMPONENTS), dtype=torch.float64)
         ustart = self.user_start[u]
@@ -274,16 +286,13 @@ class PersonalHistory:
         return out, mass
 
 
-def _pair_weights(data: SessionData, count_rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(items (S, L), pair weights (S, L, L)): ``1 / (r - q)`` for positions q < r of a count row."""
-    items = torch.as_tensor(data.items)
-    lengths = torch.as_tensor(data.lengths)
+def _pair_weights(items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Pair weights (S, L, L) of sessions ``items`` (S, L): ``1 / (r - q)`` for positions q < r."""
     pos = torch.arange(items.shape[1])
     valid = pos[None, :] < lengths[:, None]
     dist = (pos[None, :] - pos[:, None]).float()
     d = torch.where(dist > 0, 1.0 / dist.clamp(min=1), torch.zeros(()))
-    mask = valid[:, :, None] & valid[:, None, :] & torch.as_tensor(count_rows)[:, None, None]
-    return items, d[None] * mask.float()
+    return d[None] * (valid[:, :, None] & valid[:, None, :]).float()
 
 
 def _cooc_counts(data: SessionData, count_rows: np.ndarray) -> sp.csr_matrix:
@@ -294,9 +303,8 @@ def _cooc_counts(data: SessionData, count_rows: np.ndarray) -> sp.csr_matrix:
     src, dst, val = [], [], []
     for lo in range(0, len(rows), 4096):  # bounded (block, L, L) pair tensors
         block = rows[lo:lo + 4096]
-        sub = SessionData.__new__(SessionData)
-        sub.items, sub.lengths = data.items[block], data.lengths[block]
-        items, w = _pair_weights(sub, np.ones(len(block), dtype=bool))
+        items = data.items[block]
+        w = _pair_weights(items, data.lengths[block])
         s_idx, q_idx, r_idx = torch.nonzero(w, as_tuple=True)
         src.append(items[s_idx, q_idx].numpy())
         dst.append(items[s_idx, r_idx].numpy())
@@ -315,11 +323,12 @@ class _CoocTable:
         self.normalised = (sp.diags(1.0 / np.maximum(self.total, 1e-300)) @ counts).tocsr()
 
 
-def _own_session_counts(data: SessionData, count_rows: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Each session's own part of the co-occurrence tables, for leave-one-out: per kind,
-    ``own_pairs[s, j, p]`` is what session s adds to ``C[x_j, x_p]`` and ``own_rowsum[s, j]`` what it
-    adds to row ``x_j``'s total."""
-    items, w = _pair_weights(data, count_rows)
+def _own_session_counts(data: SessionData, rows: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The own part of the co-occurrence tables of the sessions ``rows``, for leave-one-out: per kind,
+    ``own_pairs[i, j, p]`` is what session ``rows[i]`` adds to ``C[x_j, x_p]`` and ``own_rowsum[i, j]``
+    what it adds to row ``x_j``'s total."""
+    items = data.items[rows]
+    w = _pair_weights(items, data.lengths[rows])
     valid = items > 0
     e = ((items[:, :, None] == items[:, None, :]) & valid[:, :, None] & valid[:, None, :]).float()
     pairs = e @ w @ e.transpose(1, 2)
