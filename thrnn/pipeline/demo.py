@@ -125,9 +125,10 @@ def tour(settings: PipelineSettings, run_date: dt.date) -> str:
     ]
     user = wh.query("SELECT MIN(user_key) FROM latest_recommendations WHERE dataset = ?", [DATASET]).iloc[0, 0]
     top = wh.query(
-        "SELECT rank, item_name, item_key, score, model_version FROM latest_recommendations "
+        "SELECT rank, item_name, item_key, score, source FROM latest_recommendations "
         "WHERE dataset = ? AND user_key = ? AND rank <= 5 ORDER BY rank", [DATASET, user])
-    lines.append(f"Top-5 recommendations for user {user} (model v{int(top['model_version'].iloc[0])}):")
+    # source: the model version, or the baseline whose lists the night published (docs in sql/README.md)
+    lines.append(f"Top-5 recommendations for user {user} (source {top['source'].iloc[0]}):")
     for r in top.itertuples(index=False):
         lines.append(f"  {r.rank}. {r.item_name}  [{r.item_key}]  score {r.score:.3f}")
     risk = wh.query(
