@@ -126,7 +126,7 @@ def test_evaluate_run_cli_on_a_trained_thrnn(tmp_path):
     from thrnn.inference import predict_test
 
     split = _tiny_split(tmp_path)
-    cfg = config_for("lastfm", "thrnn", epochs=1, item_embedding=8, batch_size=4, threads=1, device="cpu",
+    cfg = config_for("paper-lastfm", "thrnn", epochs=1, item_embedding=8, batch_size=4, threads=1, device="cpu",
                      n_gap_buckets=10, seed=1)
     train_mod.train(tmp_path / "data", tmp_path / "run", cfg, progress=False)
     out = tmp_path / "metrics.json"

@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     """A THRNN trained for 2 epochs on a tiny split with continuations, and its split."""
     split = tiny_split(n_users=7, n_items=11, seed=5, max_sessions=22)
     run = tmp_path_factory.mktemp("run")
-    cfg = config_for("lastfm", "thrnn", item_embedding=8, epochs=2, batch_size=3, device="cpu",
+    cfg = config_for("paper-lastfm", "thrnn", item_embedding=8, epochs=2, batch_size=3, device="cpu",
                      history_sessions=4, n_gap_buckets=20)
     train_sessions(load_sessions(split), run, cfg, progress=False)
     model, cfg = load_run(run)
@@ -129,7 +129,7 @@ def test_items_only_in_test_are_ranked_and_can_be_masked(tmp_path):
                 for u in range(3)}
     sessions[0][-1] = [(1, T0 + 60 * H), (8, T0 + 60 * H + 60)]  # item 8 appears only as a test target
     split = split_from_sessions(sessions)
-    cfg = config_for("lastfm", "thrnn", item_embedding=8, epochs=1, device="cpu")
+    cfg = config_for("paper-lastfm", "thrnn", item_embedding=8, epochs=1, device="cpu")
     train_sessions(load_sessions(split), tmp_path, cfg, progress=False)
     model, cfg = load_run(tmp_path)
     p = predict_test(model, split, cfg)
@@ -144,7 +144,7 @@ def test_items_only_in_test_are_ranked_and_can_be_masked(tmp_path):
 
 def test_hrnn_has_no_time_or_first_item_predictions(tmp_path):
     split = tiny_split()
-    cfg = config_for("lastfm", "hrnn", item_embedding=8, epochs=1, device="cpu")
+    cfg = config_for("paper-lastfm", "hrnn", item_embedding=8, epochs=1, device="cpu")
     train_sessions(load_sessions(split), tmp_path, cfg, progress=False)
     model, cfg = load_run(tmp_path)
     p = predict_test(model, split, cfg)
@@ -158,7 +158,7 @@ def test_one_epoch_smoke_run_on_the_jodie_excerpt(shared_data, tmp_path):
     ev = read_jodie_tsv(str(shared_data / "lastfm-1k-jodie-subset" / "lastfm_jodie_first10pct.tsv.gz"),
                         max_rows=4000)
     split = Split(*sessionize_frame(ev, 3600), {})
-    cfg = config_for("lastfm", "thrnn", epochs=1, device="cpu", threads=1)
+    cfg = config_for("paper-lastfm", "thrnn", epochs=1, device="cpu", threads=1)
     hist = train_sessions(load_sessions(split), tmp_path, cfg, progress=False)
     assert np.isfinite(hist["epochs"][0]["loss"]) and hist["epochs"][0]["bad_steps"] == 0
     model, cfg = load_run(tmp_path)
@@ -172,7 +172,7 @@ def test_one_epoch_smoke_run_on_the_jodie_excerpt(shared_data, tmp_path):
 def test_gap_exponent_trains_on_the_transformed_axis_and_predicts_in_hours(tmp_path):
     split = tiny_split(n_users=5, seed=9)
     data = load_sessions(split)
-    cfg = config_for("lastfm", "thrnn", item_embedding=8, epochs=1, device="cpu", gap_exponent=0.5)
+    cfg = config_for("paper-lastfm", "thrnn", item_embedding=8, epochs=1, device="cpu", gap_exponent=0.5)
     train_sessions(data, tmp_path, cfg, progress=False)
     model, cfg = load_run(tmp_path)
     assert cfg.gap_exponent == 0.5

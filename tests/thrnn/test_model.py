@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 
 
 def _model(model: str = "thrnn", n_items: int = 9, n_users: int = 4, **kw) -> HierarchicalGRU:
-    cfg = config_for("lastfm", model, item_embedding=8, user_embedding=3, gap_embedding=2, n_gap_buckets=10,
+    cfg = config_for("paper-lastfm", model, item_embedding=8, user_embedding=3, gap_embedding=2, n_gap_buckets=10,
                      **kw)
     torch.manual_seed(0)
     return build_model(cfg, n_items, n_users)
@@ -106,7 +106,7 @@ def test_candidate_logits_are_columns_of_the_full_logits():
 def test_padding_width_changes_neither_training_nor_scores(tmp_path, model):
     """The same split padded to L = 20 and to L = 26 gives bit-identical training and ranks."""
     split = tiny_split(n_users=5, n_items=10)
-    cfg = config_for("lastfm", model, epochs=2, item_embedding=8, batch_size=3, device="cpu", seed=3)
+    cfg = config_for("paper-lastfm", model, epochs=2, item_embedding=8, batch_size=3, device="cpu", seed=3)
     models = []
     for width in (20, 26):
         data = load_sessions(split, max_len=width)
@@ -143,7 +143,7 @@ def test_tied_embeddings_score_with_the_input_embeddings(tmp_path):
 
 def test_tied_model_trains_saves_and_reloads_identically(tmp_path):
     split = tiny_split(n_users=5, n_items=10)
-    cfg = config_for("lastfm", "thrnn", epochs=2, item_embedding=8, batch_size=3, device="cpu", seed=3,
+    cfg = config_for("paper-lastfm", "thrnn", epochs=2, item_embedding=8, batch_size=3, device="cpu", seed=3,
                      tie_embeddings=True)
     data = load_sessions(split)
     train_sessions(data, tmp_path, cfg, progress=False)
