@@ -1,4 +1,4 @@
-"""Session-aware (personal-history) baselines of SPEC §5, on the protocol of ``thrnn.baselines.protocol``.
+"""Session-aware (personal-history) baselines, on the evaluation protocol of ``thrnn.baselines.protocol``.
 
 For a target (an event to predict) the user's *history* is every earlier event of that user in time
 order: all training events, then the test sessions before the target's session, then the earlier
