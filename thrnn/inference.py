@@ -101,22 +101,15 @@ def personal_history(model: HierarchicalGRU, data: SessionData, cfg: TrainConfig
     return PersonalHistory(data, rows, window=cfg.personal_window, decay=cfg.decay)
 
 
-def next_item_scores(model: HierarchicalGRU, states: torch.Tensor, personal: PersonalHistory | None,
-                     t: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-    """(T, N+1) next-item ranking scores for intra states whose target is flat event ``t`` of ``users``."""
+def item_scores(model: HierarchicalGRU, states: torch.Tensor, personal: PersonalHistory | None,
+                t: torch.Tensor, users: torch.Tensor, *, first: bool) -> torch.Tensor:
+    """(T, N+1) ranking scores whose target is flat event ``t`` of ``users``: the next item from intra
+    states, or (``first``) the first item of the session starting at ``t`` from inter states."""
+    score = model.first_scores if first else model.next_scores
     if personal is None:
-        return model.next_scores(states)
-    comps, avail = personal.dense(t, users, first=False, n_columns=model.n_items + 1, device=states.device)
-    return model.next_scores(states, comps, avail)
-
-
-def first_item_scores(model: HierarchicalGRU, h: torch.Tensor, personal: PersonalHistory | None,
-                      t: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-    """(B, N+1) first-item ranking scores from inter states h; the session starts at flat event ``t``."""
-    if personal is None:
-        return model.first_scores(h)
-    comps, avail = personal.dense(t, users, first=True, n_columns=model.n_items + 1, device=h.device)
-    return model.first_scores(h, comps, avail)
+        return score(states)
+    comps, mass = personal.dense(t, users, first=first, n_columns=model.n_items + 1, device=states.device)
+    return score(states, comps, mass)
 
 
 def score_chunk(model: HierarchicalGRU) -> int:
@@ -193,7 +186,7 @@ def replay(
         s_users = users_all[srows]
         for s in range(0, states.shape[0], chunk):
             sl = slice(s, s + chunk)
-            scores = next_item_scores(model, states[sl], personal, flat_t[sl], s_users[sl])
+            scores = item_scores(model, states[sl], personal, flat_t[sl], s_users[sl], first=False)
             next_ranks.append(_ranks(scores, t_items[sl], blocked).cpu())
         next_rows.append(srows.cpu())
         next_pos.append(pos.cpu())
@@ -203,7 +196,7 @@ def replay(
                 f_t = row_start[rows[fsel]] if row_start is not None else rows[fsel]
                 for s in range(0, int(fsel.sum()), chunk):
                     sl = slice(s, s + chunk)
-                    scores = first_item_scores(model, h[fsel][sl], personal, f_t[sl], u[fsel][sl])
+                    scores = item_scores(model, h[fsel][sl], personal, f_t[sl], u[fsel][sl], first=True)
                     first_ranks.append(_ranks(scores, x[fsel, 0][sl], blocked).cpu())
                 first_rows.append(rows[fsel].cpu())
             gsel = gap_ok[rows]

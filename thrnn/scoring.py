@@ -37,9 +37,8 @@ from thrnn.data import SessionData, load_sessions
 from thrnn.device import resolve_device
 from thrnn.inference import (
     EVAL_BATCH_USERS,
-    first_item_scores,
     item_mask,
-    next_item_scores,
+    item_scores,
     personal_history,
     replay,
     score_chunk,
@@ -113,11 +112,11 @@ def score_users(
         u = u_cpu.to(device)
         if model.temporal:
             h = model.inter_state(u, *r.state.get(u), counts_cpu=r.state.counts_cpu[u_cpu])
-            scores = first_item_scores(model, h, personal, next_t[u_cpu], u_cpu)
+            scores = item_scores(model, h, personal, next_t[u_cpu], u_cpu, first=True)
             a_parts.append(model.time_a(h).double().cpu())
         else:
             assert r.last_out is not None
-            scores = next_item_scores(model, r.last_out[u], personal, next_t[u_cpu], u_cpu)
+            scores = item_scores(model, r.last_out[u], personal, next_t[u_cpu], u_cpu, first=False)
         scores = scores.float().masked_fill_(blocked_dev, float("-inf"))
         top = torch.topk(scores, k, dim=1)
         rec_users.append(u_cpu[:, None].expand(-1, k))
