@@ -158,8 +158,8 @@ class TrainConfig:
     mixture: bool = field(
         default=False,
         metadata={"help": "both item heads output a learned mixture of the neural softmax and the user's "
-                          "personal history (global transitions, own transitions, decayed frequency, "
-                          "recency); off = the paper's plain softmax (docs/model.md)",
+                          "personal history (global transitions, session co-occurrence, own transitions, "
+                          "decayed frequency, recency); off = the paper's plain softmax (docs/model.md)",
                   "title": "Personal-history mixture"},
     )
     personal_window: int = field(

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from jobs import columns as C
+from thrnn.baselines.session_aware import next_session_lists
 from thrnn.io import Split, read_split, split_from_sessions
 from thrnn.pipeline import registry as R
 from thrnn.pipeline import tasks
@@ -164,18 +165,18 @@ def _tiny() -> Split:
 
 def test_lists_of_most_popular_and_markov1():
     split = _tiny()
-    pop = tasks.baseline_lists(split, "most_popular", 3)
+    pop = next_session_lists(split, "most_popular", 3)
     # popularity 5, 3, 3 (ties by item id) for every user; score = share of the 12 training events
     assert pop[C.ITEM_ID].tolist() == [1, 2, 3] * 3 and pop[C.USER_ID].tolist() == [0] * 3 + [1] * 3 + [2] * 3
     assert pop["rank"].tolist() == [1, 2, 3] * 3
     np.testing.assert_allclose(pop["score"], [5 / 12, 3 / 12, 3 / 12] * 3, rtol=1e-6)
-    mk = tasks.baseline_lists(split, "markov1", 3)
+    mk = next_session_lists(split, "markov1", 3)
     # the last item of each user's history (incl. test): 4, 2, 5. Out of 4: no transition -> popularity;
     # out of 2: 2 -> 3 and 2 -> 1 once each -> tie by popularity (1 before 3), then item 2
     assert mk.groupby(C.USER_ID)[C.ITEM_ID].apply(list).to_dict() == {0: [1, 2, 3], 1: [1, 3, 2], 2: [1, 2, 3]}
     np.testing.assert_allclose(mk[mk[C.USER_ID] == 1]["score"], [0.5, 0.5, 0.0])
     with pytest.raises(ValueError, match="no next-session lists"):
-        tasks.baseline_lists(split, "hawkes", 3)
+        next_session_lists(split, "hawkes", 3)
     recs = tasks.baseline_recommendations(split, "markov1", 2)
     assert recs.columns.tolist() == [C.USER_KEY, "rank", C.ITEM_KEY, C.ITEM_NAME, "score"]
     assert recs[recs[C.USER_KEY] == "user-1"][C.ITEM_NAME].tolist() == ["Item 1", "Item 3"]

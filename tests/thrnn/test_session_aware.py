@@ -485,7 +485,7 @@ def test_next_session_lists_by_hand():
         assert (out.groupby(C.USER_ID)["score"].diff().dropna() <= 0).all()
     # blend with the first-item params = decayed frequency alone, as user_decay
     pd.testing.assert_frame_equal(sa.next_session_lists(split, "blend", 5), sa.next_session_lists(split, "user_decay", 5))
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ValueError, match="no next-session lists"):
         sa.next_session_lists(split, "nope", 3)
 
 

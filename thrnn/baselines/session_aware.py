@@ -54,6 +54,8 @@ from thrnn.io import Split
 
 PERSONAL = ("repeat_last", "user_recency", "user_decay", "user_markov1")
 SESSION_AWARE = (*PERSONAL, "blend", "sknn")
+# baselines whose lists a night can publish (``next_session_lists``)
+LISTABLE = ("most_popular", "markov1", *SESSION_AWARE)
 KINDS = ("next", "first")
 DEFAULT_DECAY = 0.97
 BLEND_DECAYS: tuple[float, ...] = (0.8, 0.9, 0.95, 0.97, 0.99)
@@ -636,14 +638,21 @@ def next_session_task(split: Split) -> Task:
 def next_session_lists(split: Split, name: str, top_k: int, params: dict | None = None) -> pd.DataFrame:
     """Baseline ``name``'s first-item ranking for every user's next, not yet seen session.
 
-    The history is all of the user's events (train and test). ``params`` is the ``params`` dict the
-    baseline's metrics recorded (the choice made on validation; None = defaults): for ``blend`` and
-    ``sknn`` its ``first`` entry is used, for ``user_decay`` its ``decay``. Columns ``user_id``,
-    ``rank`` (1..K), ``item_id``, ``score`` (int32, int16, int32, float32); ties in score are ordered by
-    training popularity, then item id.
+    ``name`` is one of :data:`LISTABLE`. The history is all of the user's events (train and test).
+    ``params`` is the ``params`` dict the baseline's metrics recorded (the choice made on validation;
+    None = defaults): for ``blend`` and ``sknn`` its ``first`` entry is used, for ``user_decay`` its
+    ``decay``. ``markov1`` is the blend with all weight on the global session-to-session transitions
+    (the order of ``ranking.markov_ranks`` on first items); ``most_popular`` the same training
+    popularity list for every user. Columns ``user_id``, ``rank`` (1..K), ``item_id``, ``score``
+    (int32, int16, int32, float32); ties in score are ordered by training popularity, then item id.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if name == "markov1":
+        only_global = {"w_global": 1.0, "w_user": 0.0, "w_decay": 0.0, "decay": DEFAULT_DECAY}
+        return next_session_lists(split, "blend", top_k, {"first": only_global})
+    if name == "most_popular":
+        return _popular_lists(split, top_k)
     task = next_session_task(split)
     params = params or {}
     if name in PERSONAL:
@@ -657,8 +666,23 @@ def next_session_lists(split: Split, name: str, top_k: int, params: dict | None 
 
         e, s = sknn.next_session_scores(split, task, params.get("first"))
     else:
-        raise ValueError(f"unknown session-aware baseline {name!r} (one of {', '.join(SESSION_AWARE)})")
+        raise ValueError(f"baseline {name!r} has no next-session lists (one of {', '.join(LISTABLE)})")
     return top_k_lists(e, s, task.hist.users, task.pop, top_k)
+
+
+def _popular_lists(split: Split, top_k: int) -> pd.DataFrame:
+    """The training popularity ranking (then item id) for every user; score = share of training events."""
+    pop = ranking.item_popularity(split)
+    n_items = len(pop) - 1
+    k = min(top_k, n_items)
+    top = np.lexsort((np.arange(1, n_items + 1), -pop[1:]))[:k] + 1
+    users = np.unique(np.concatenate([split.train[C.USER_ID].to_numpy(), split.test[C.USER_ID].to_numpy()]))
+    return pd.DataFrame({
+        C.USER_ID: np.repeat(users, k).astype(np.int32),
+        "rank": np.tile(np.arange(1, k + 1), len(users)).astype(np.int16),
+        C.ITEM_ID: np.tile(top, len(users)).astype(np.int32),
+        "score": np.tile(pop[top] / max(int(pop.sum()), 1), len(users)).astype(np.float32),
+    })
 
 
 # ----------------------------------------------------------------------------------------- evaluation

@@ -30,11 +30,6 @@ STATE_FILES = ("sessionize", "validate", "train", "evaluate", "register", "score
 HORIZON_COLUMNS = ("p_return_1d", "p_return_7d", "p_return_30d")
 GATE_KEYS = ("recall@5", "recall@10", "recall@20", "mrr@5", "mrr@10", "mrr@20", "first_item_recall@20",
              "first_item_mrr@20", "mae_hours", "mae_hours_mean", "n_targets", "n_gaps")
-# the four figures of a ranking baseline the gate compares (same as registry.BASELINE_METRICS)
-BASELINE_FIGURES = ("recall@20", "mrr@20", "first_item_recall@20", "first_item_mrr@20")
-# baselines whose next-session lists a night can publish besides the session-aware ones; the gate
-# compares with listable baselines only (the neural GRU4Rec/HRNN are reported but serve no lists)
-SIMPLE_LIST_BASELINES = ("most_popular", "markov1")
 MODEL_SOURCE = "{model_name}/{version}"  # recommendations.source of a model's list
 
 
@@ -249,63 +244,23 @@ def baseline_figures(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
     A baseline without any of them (return-time ones: medians, Hawkes) is left out; a figure it lacks
     (missing or not finite) is None.
     """
+    from .registry import BASELINE_METRICS
+
     out: dict[str, dict[str, float | None]] = {}
     for name, metrics in results.items():
-        figures = {k: _numeric({k: metrics.get(k)}).get(k) for k in BASELINE_FIGURES}
+        figures = {k: _numeric({k: metrics.get(k)}).get(k) for k in BASELINE_METRICS}
         if any(v is not None for v in figures.values()):
             out[str(name)] = figures
     return out
 
 
-def listable_baselines() -> tuple[str, ...]:
-    """Baselines :func:`baseline_lists` can publish."""
-    from thrnn.baselines.session_aware import SESSION_AWARE
-
-    return (*SIMPLE_LIST_BASELINES, *SESSION_AWARE)
-
-
-def baseline_lists(split: Any, name: str, top_k: int, params: Mapping[str, Any] | None = None):  # noqa: ANN201
-    """Top-``top_k`` items of baseline ``name`` for every user's next, not yet seen session.
-
-    Dense ids: columns ``user_id``, ``rank``, ``item_id``, ``score``. Session-aware baselines go
-    through ``session_aware.next_session_lists`` (``params``: what the baseline recorded on
-    validation). It has no Markov-1 or most-popular, so: ``markov1`` = its ``blend`` with all weight on
-    the global session-to-session transitions (row-normalised counts out of the user's last item,
-    ties by training popularity: the order of ``ranking.markov_ranks`` on first items);
-    ``most_popular`` = the training popularity ranking for every user, score = share of training events.
-    """
-    import numpy as np
-    import pandas as pd
-
-    from thrnn.baselines import ranking
-    from thrnn.baselines import session_aware as sa
-
-    if name in sa.SESSION_AWARE:
-        return sa.next_session_lists(split, name, top_k, dict(params) if params else None)
-    if name == "markov1":
-        only_global = {"w_global": 1.0, "w_user": 0.0, "w_decay": 0.0, "decay": sa.DEFAULT_DECAY}
-        return sa.next_session_lists(split, "blend", top_k, {"first": only_global})
-    if name == "most_popular":
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        pop = ranking.item_popularity(split)
-        n_items = len(pop) - 1
-        k = min(top_k, n_items)
-        top = np.lexsort((np.arange(1, n_items + 1), -pop[1:]))[:k] + 1  # by popularity, then item id
-        users = np.unique(np.concatenate([split.train[C.USER_ID].to_numpy(), split.test[C.USER_ID].to_numpy()]))
-        return pd.DataFrame({
-            C.USER_ID: np.repeat(users, k).astype(np.int32),
-            "rank": np.tile(np.arange(1, k + 1), len(users)).astype(np.int16),
-            C.ITEM_ID: np.tile(top, len(users)).astype(np.int32),
-            "score": np.tile(pop[top] / max(int(pop.sum()), 1), len(users)).astype(np.float32),
-        })
-    raise ValueError(f"baseline {name!r} has no next-session lists (one of {', '.join(listable_baselines())})")
-
-
 def baseline_recommendations(split: Any, name: str, top_k: int,
                              params: Mapping[str, Any] | None = None):  # noqa: ANN201 - DataFrame
-    """:func:`baseline_lists` keyed like the model's recommendations: user_key, rank, item_key, item_name, score."""
-    lists = baseline_lists(split, name, top_k, params)
+    """Baseline ``name``'s next-session lists (``session_aware.next_session_lists``) keyed like the model's
+    recommendations: user_key, rank, item_key, item_name, score."""
+    from thrnn.baselines.session_aware import next_session_lists
+
+    lists = next_session_lists(split, name, top_k, dict(params) if params else None)
     recs = lists.merge(split.users[[C.USER_ID, C.USER_KEY]], on=C.USER_ID, how="left", validate="m:1").merge(
         split.items[[C.ITEM_ID, C.ITEM_KEY, C.ITEM_NAME]], on=C.ITEM_ID, how="left", validate="m:1")
     recs = recs.astype({"rank": "int64", "score": "float64"})
@@ -391,9 +346,11 @@ def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
         if versus is not None:
             with mlflow.start_run(run_id=trained["mlflow_run_id"]):
                 mlflow.log_dict(versus, "evaluation/champion_head_to_head.json")
+        from thrnn.baselines.session_aware import LISTABLE
+
         figures = baseline_figures(baselines)
-        listable = listable_baselines()
-        gate = sorted(n for n in figures if n in listable)
+        # the gate compares with baselines a night can publish (GRU4Rec/HRNN are reported, serve no lists)
+        gate = sorted(n for n in figures if n in LISTABLE)
         gate_figures = {n: figures[n] for n in gate}
         return {"metrics": headline, "baselines": sorted(baselines), "champion_head_to_head": versus,
                 # every ranking baseline's four figures; the gate and the fallback use `gate_baselines`
