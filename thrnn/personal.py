@@ -103,7 +103,7 @@ class PersonalHistory:
 
     # ------------------------------------------------------------------ session co-occurrence
     def _query(self, t: torch.Tensor, ustart: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(target index, item, weight) of every query event: the session of event t-1, up to t-1."""
+        """(target index, flat event, weight) of every query event: the session of event t-1, up to t-1."""
         t_np, us = t.numpy(), ustart.numpy()
         has = t_np > us
         cur = np.where(has, t_np - 1, 0)
@@ -112,21 +112,21 @@ class PersonalHistory:
         idx = np.repeat(np.arange(len(t_np)), n)
         offset = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
         ev = np.repeat(qstart, n) + offset
-        return idx, self.flat.numpy()[ev], 1.0 / (np.repeat(t_np, n) - ev)
+        return idx, ev, 1.0 / (np.repeat(t_np, n) - ev)
 
     def _cooc_target(self, t: torch.Tensor, ustart: torch.Tensor, tgt: torch.Tensor, first: bool,
                      leave_one_out: bool, kind: str) -> tuple[np.ndarray, np.ndarray]:
         """(P(target), mass) of the co-occurrence component ``kind`` for each target."""
-        idx, q_items, w = self._query(t, ustart)
+        idx, ev, w = self._query(t, ustart)
         if len(idx) == 0:
             return np.zeros(len(t)), np.zeros(len(t))
+        q_items = self.flat.numpy()[ev]
         table = self._cooc[kind]
         tg = tgt.numpy()[idx]
         num = np.asarray(table.counts[q_items.copy(), tg.copy()]).ravel().astype(np.float64)
         den = table.total[q_items].astype(np.float64)
         if leave_one_out and not first:
             # the target's own session: its pairs (query event -> target) and the query events' row sums
-            ev = self._query_events(t, ustart)
             t_ev = t.numpy()[idx]
             own = self._counted_within[t_ev]
             row = self.event_row.numpy()[t_ev]
@@ -144,15 +144,6 @@ class PersonalHistory:
         norm = np.bincount(idx, w * known, minlength=len(t))
         mass = np.bincount(idx, w * np.where(known, den, 0.0), minlength=len(t))
         return np.where(norm > 0, p_t / np.maximum(norm, 1e-300), 0.0), np.where(norm > 0, mass, 0.0)
-
-    def _query_events(self, t: torch.Tensor, ustart: torch.Tensor) -> np.ndarray:
-        t_np, us = t.numpy(), ustart.numpy()
-        has = t_np > us
-        cur = np.where(has, t_np - 1, 0)
-        qstart = self.row_start.numpy()[self.event_row.numpy()[cur]]
-        n = np.where(has, t_np - qstart, 0)
-        offset = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        return np.repeat(qstart, n) + offset
 
     def seen_before(self) -> torch.Tensor:
         """(E,) bool: the event's item occurred earlier in the same user's history (any distance): the
@@ -268,7 +259,8 @@ class PersonalHistory:
         out[:, 0, :width] = torch.from_numpy(rows[:, :width]).float().to(device)
         mass = torch.zeros(len(t_cpu), len(COMPONENTS), dtype=torch.float32, device=device)
         mass[:, 0] = torch.from_numpy(tot).float().to(device)
-        q_rows, q_items, q_w = self._query(t_cpu, ustart)
+        q_rows, q_ev, q_w = self._query(t_cpu, ustart)
+        q_items = self.flat.numpy()[q_ev]
         q = sp.csr_matrix((q_w, (q_rows, q_items)), shape=(len(t_cpu), self.n_items + 1))
         for k, kind in ((1, "cooc"), (2, "cooc_any")):
             table = self._cooc[kind]
