@@ -126,7 +126,7 @@ def run_baselines(data_dir: str | Path, out_dir: str | Path, *, neural_epochs: i
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.description = ("Evaluate the baselines of SPEC §5 on one split: most-popular, Markov-1, the session-aware "
+    p.description = ("Evaluate the baselines on one split (the protocol of thrnn evaluate): most-popular, Markov-1, the session-aware "
                      "ones (repeat_last, user_recency, user_decay, user_markov1, blend and sknn; blend and sknn "
                      "tuned on a validation split carved from train), median gaps, per-user Hawkes; optionally "
                      "the GRU4Rec-style GRU and HRNN.")
