@@ -1,4 +1,4 @@
-"""``python -m thrnn baselines``: every baseline of SPEC §5 on one split, with a report.
+"""``python -m thrnn baselines``: every baseline on one split (the protocol of ``thrnn evaluate``), with a report.
 
 Non-neural baselines (deterministic): ``most_popular``, ``markov1`` (next item and first item),
 the session-aware ones of :mod:`thrnn.baselines.session_aware` — ``repeat_last``, ``user_recency``,
