@@ -4,11 +4,18 @@
 a figure ``x`` may come with ``x_std`` (benchmarks over seeds), shown as ``mean ± std``. Figures that
 do not apply to a model (None) are shown as "–" and left out of the plots. Models whose dict carries
 ``params`` (parameters chosen on validation, nested per target kind or flat) or ``validation``
-(figures on the validation split) get a row in a parameters table; other non-numeric keys are ignored.
+(figures on the validation split) get a row in a parameters table; ``reliability`` (the per-horizon bins
+of :func:`thrnn.calibration.horizon_calibration`) feeds the reliability diagram; other non-numeric keys
+are ignored.
+
+Models with any of ``nll_per_gap`` (nats), ``coverage_q10/q50/q90`` or ``brier_L`` / ``ece_L`` for
+L = 1d, 7d, 30d get a row in a "Return-time distribution" table.
 
 Plots (matplotlib, Agg backend): ``recall_at_k.png`` and ``mrr_at_k.png`` (bars per model for
 k = 5, 10, 20) and ``mae_by_gap_bucket.png`` (MAE per true-gap bucket per model, with the share of
-gaps in each bucket as bars on a second axis). Every file is written to a staging folder and then
+gaps in each bucket as bars on a second axis); ``reliability.png`` (observed frequency against mean
+predicted probability per horizon and model) when a model has ``reliability``, and a stale one from an
+earlier run is removed when none has. Every file is written to a staging folder and then
 renamed into ``out_dir``, so readers never see a half-written file.
 """
 
@@ -27,6 +34,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
+from thrnn.calibration import HORIZONS_HOURS, horizon_label, plot_reliability  # noqa: E402
 from thrnn.metrics import DEFAULT_KS  # noqa: E402
 
 METRICS_FILE = "metrics.json"
@@ -34,6 +42,7 @@ REPORT_FILE = "report.md"
 RECALL_PLOT = "recall_at_k.png"
 MRR_PLOT = "mrr_at_k.png"
 MAE_PLOT = "mae_by_gap_bucket.png"
+RELIABILITY_PLOT = "reliability.png"
 
 
 def _fmt(m: Mapping[str, Any], key: str, digits: int) -> str:
@@ -68,9 +77,24 @@ def _buckets(results: Mapping[str, Mapping[str, Any]], key: str = "mae_hours_by_
     return []
 
 
+def _reliability(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Model name -> per-horizon reliability bins, for the models that have them."""
+    return {n: m["reliability"] for n, m in results.items() if isinstance(m.get("reliability"), Mapping)}
+
+
+def _distribution_columns() -> list[tuple[str, str, int]]:
+    """(metrics key, column heading, digits) of the return-time distribution table."""
+    cols = [("nll_per_gap", "NLL/gap (nats)", 3)]
+    cols += [(f"coverage_q{q}", f"coverage q{q}", 3) for q in (10, 50, 90)]
+    for h in HORIZONS_HOURS:
+        lb = horizon_label(h)
+        cols += [(f"brier_{lb}", f"Brier {lb}", 4), (f"ece_{lb}", f"ECE {lb}", 4)]
+    return cols
+
+
 def markdown_report(results: Mapping[str, Mapping[str, Any]], title: str = "Evaluation report",
                     notes: str | None = None) -> str:
-    """A markdown page: ranking table, return-time table, per-bucket MAE table."""
+    """A markdown page: ranking, return-time, parameters, return-time distribution and per-bucket MAE tables."""
     lines = [f"# {title}", ""]
     if notes:
         lines += [notes.strip(), ""]
@@ -104,6 +128,19 @@ def markdown_report(results: Mapping[str, Mapping[str, Any]], title: str = "Eval
             row = [name, _params(m.get("params")), _fmt(v, "recall@20", 4), _fmt(v, "mrr@20", 4),
                    _fmt(v, "first_item_recall@20", 4), _fmt(v, "first_item_mrr@20", 4)]
             lines.append("| " + " | ".join(row) + " |")
+    cols = _distribution_columns()
+    dist = [n for n, m in results.items() if any(m.get(k) is not None for k, _, _ in cols)]
+    if dist or _reliability(results):
+        lines += ["", "## Return-time distribution (NLL per gap, quantile coverage, calibration of P(back within L))",
+                  ""]
+    if dist:
+        head = ["model"] + [h for _, h, _ in cols]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name in dist:
+            row = [name] + [_fmt(results[name], k, d) for k, _, d in cols]
+            lines.append("| " + " | ".join(row) + " |")
+    if _reliability(results):
+        lines += ([""] if dist else []) + [f"![Reliability diagram]({RELIABILITY_PLOT})"]
     buckets = _buckets(results)
     timed = [n for n, m in results.items() if m.get("mae_hours") is not None]
     if buckets and timed:
@@ -167,7 +204,7 @@ def _mae_plot(results: Mapping[str, Mapping[str, Any]], path: Path) -> None:
 
 def write_report(results: Mapping[str, Mapping[str, Any]], out_dir: str | Path, *,
                  title: str = "Evaluation report", notes: str | None = None) -> dict[str, Path]:
-    """Write ``metrics.json``, ``report.md`` and the three plots into ``out_dir``; returns their paths."""
+    """Write ``metrics.json``, ``report.md`` and the plots into ``out_dir``; returns their paths."""
     if not results:
         raise ValueError("no results to report")
     for name, m in results.items():
@@ -183,6 +220,9 @@ def write_report(results: Mapping[str, Mapping[str, Any]], out_dir: str | Path, 
         MRR_PLOT: lambda p: _bars_at_k(results, "mrr", p),
         MAE_PLOT: lambda p: _mae_plot(results, p),
     }
+    reliability = _reliability(results)
+    if reliability:
+        writers[RELIABILITY_PLOT] = lambda p: plot_reliability(reliability, p, "Reliability of P(back within L)")
     try:
         for name, write in writers.items():
             write(staging / name)
@@ -190,6 +230,9 @@ def write_report(results: Mapping[str, Mapping[str, Any]], out_dir: str | Path, 
         for name in writers:
             os.replace(staging / name, out / name)
             paths[name] = out / name
+        if not reliability:
+            # a diagram left from an earlier run would no longer match metrics.json
+            (out / RELIABILITY_PLOT).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return paths
