@@ -25,6 +25,7 @@ from typing import Any
 MODELS = ("thrnn", "hrnn", "gru4rec")
 DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("constant", "cosine")
+TIME_HEADS = ("lognormal", "rmtpp")
 
 
 BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")  # JSON-schema keywords
@@ -148,7 +149,18 @@ class TrainConfig:
         metadata={"help": "cut-off of the return-time distribution for the mean and the median "
                           "(a bit above gap_upper_hours)", "exclusiveMinimum": 0},
     )
-    w_init: float = field(default=-0.1, metadata={"help": "initial value of the intensity slope w"})
+    w_init: float = field(default=-0.1, metadata={"help": "initial value of the RMTPP intensity slope w"})
+    time_head: str = field(
+        default="rmtpp",
+        metadata={"help": "return-time model: lognormal (a mixture of log-normals on the state and the "
+                          "covariates known when the last session ended, trained with censoring) or rmtpp "
+                          "(the paper's exponential intensity); docs/model.md",
+                  "title": "Return-time head", "choices": TIME_HEADS},
+    )
+    time_components: int = field(
+        default=4,
+        metadata={"help": "log-normal components of the lognormal return-time head", "minimum": 1, "maximum": 64},
+    )
     tie_embeddings: bool = field(
         default=False,
         metadata={"help": "score next items with the item input embeddings (plus a bias) instead of a "

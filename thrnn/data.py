@@ -42,6 +42,7 @@ class SessionData:
     is_test: torch.Tensor  # (S,) bool
     end_seconds: torch.Tensor  # (S,) float64, epoch seconds of the session's last event
     end_us: torch.Tensor  # (S,) int64, the same in exact epoch microseconds
+    start_us: torch.Tensor  # (S,) int64, epoch microseconds of the session's first event
     n_items: int
     n_users: int
     item_train_count: torch.Tensor  # (N+1,) int64, index = item id (0 = padding, count 0)
@@ -142,6 +143,7 @@ def load_sessions(split: Split, max_len: int = C.MAX_SESSION_LENGTH) -> SessionD
     t = ev[C.EVENT_TIME]
     t = t.dt.tz_convert("UTC") if t.dt.tz is not None else t.dt.tz_localize("UTC")
     end_us = ((t - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)).to_numpy(np.int64)
+    start_us = end_us[starts]
     end_us = end_us[starts + lengths - 1]
     train_count = np.zeros(n_items + 1, dtype=np.int64)
     if C.TRAIN_COUNT in split.items.columns and len(split.items):
@@ -158,6 +160,7 @@ def load_sessions(split: Split, max_len: int = C.MAX_SESSION_LENGTH) -> SessionD
         is_test=torch.from_numpy(s_test.astype(bool)),
         end_seconds=torch.from_numpy(end_us / 1e6),
         end_us=torch.from_numpy(end_us),
+        start_us=torch.from_numpy(start_us),
         n_items=n_items,
         n_users=n_users,
         item_train_count=torch.from_numpy(train_count),

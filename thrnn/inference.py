@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from thrnn import time_model as tm
 from thrnn.config import TrainConfig
 from thrnn.data import HistoryState, SessionData, load_sessions, user_parallel_batches
 from thrnn.device import resolve_device
@@ -26,6 +25,7 @@ from thrnn.io import Split
 from thrnn.metrics import ranks_from_scores
 from thrnn.models import HierarchicalGRU
 from thrnn.personal import COMPONENTS, PersonalHistory
+from thrnn.time_features import covariates_after, target_covariates
 
 EVAL_BATCH_USERS = 512
 # Bound on the (targets x items) score block ranked at once, in elements (16 MB on CPU, 256 MB on GPU).
@@ -62,8 +62,7 @@ class ReplayOutput:
     first_ranks: np.ndarray | None
     first_rows: np.ndarray
     gap_rows: np.ndarray
-    gap_a: np.ndarray | None
-    w: float | None
+    gap_params: np.ndarray | None  # (gaps, P) float64: HierarchicalGRU.time_params of each target gap
     state: HistoryState
     last_out: torch.Tensor | None  # (U, H): intra output after the last item of the user's last session
 
@@ -152,7 +151,10 @@ def replay(
     blocked = (blocked_items if blocked_items is not None else item_mask(cfg, data, n_items=model.n_items)).to(device)
     state = HistoryState(data.n_users, cfg.history_sessions, model.hidden, device)
     last_out = torch.zeros(data.n_users, model.hidden, device=device) if collect_last else None
-    next_ranks, next_rows, next_pos, first_ranks, first_rows, gap_rows, gap_a = [], [], [], [], [], [], []
+    next_ranks, next_rows, next_pos, first_ranks, first_rows, gap_rows, gap_params = [], [], [], [], [], [], []
+    covariates = None
+    if model.lognormal:
+        covariates = target_covariates(time_covariates(model, data, cfg), data).to(device)
     if personal is None:
         personal = personal_history(model, data, cfg)
     chunk = score_chunk(model) * (_SCORE_BLOCK.get(device.type, 1 << 22) // _SCORE_BLOCK["cpu"])
@@ -201,7 +203,8 @@ def replay(
                 first_rows.append(rows[fsel].cpu())
             gsel = gap_ok[rows]
             if bool(gsel.any()):
-                gap_a.append(model.time_a(h[gsel]).double().cpu())
+                cov = covariates[rows[gsel]] if covariates is not None else None
+                gap_params.append(model.time_params(h[gsel], cov).double().cpu())
                 gap_rows.append(rows[gsel].cpu())
         elif bool(gap_ok[rows].any()):
             gap_rows.append(rows[gap_ok[rows]].cpu())
@@ -217,8 +220,8 @@ def replay(
         first_ranks=cat(first_ranks) if model.temporal else None,
         first_rows=cat(first_rows),
         gap_rows=cat(gap_rows),
-        gap_a=cat(gap_a, np.float64) if model.temporal else None,
-        w=float(model.time_head.w.detach()) if model.temporal else None,
+        gap_params=(torch.cat(gap_params).numpy() if gap_params else np.zeros((0, 1)))
+        if model.temporal else None,
         state=state,
         last_out=last_out,
     )
@@ -229,15 +232,22 @@ def _order(rows: np.ndarray, *keys: np.ndarray) -> np.ndarray:
     return np.lexsort((*reversed(keys), rows)) if len(rows) else np.zeros(0, dtype=np.int64)
 
 
-def time_predictions(a: np.ndarray, w: float, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(median hours, mean hours given return within the cut-off, no-return mass) for each ``a``."""
-    at = torch.as_tensor(a, dtype=torch.float64)
-    wt = torch.tensor(w, dtype=torch.float64)
-    kw = {"gap_exponent": cfg.gap_exponent, "unit_hours": cfg.time_unit_hours, "cutoff_hours": cfg.time_cutoff_hours}
-    median = tm.median_return_hours(at, wt, **kw).numpy()
-    mean, _ = tm.expected_return_hours(at, wt, **kw)
-    no_return = tm.no_return_probability(at, wt).numpy()
-    return median, mean.numpy(), no_return
+def time_covariates(model: HierarchicalGRU, data: SessionData, cfg: TrainConfig) -> torch.Tensor:
+    """(S, F) covariates after each session (:func:`thrnn.time_features.covariates_after`) on the scale
+    the model's log-normal head was trained with."""
+    head = model.time_head
+    return covariates_after(data, float(head.center), float(head.spread), cfg.gap_upper_hours)
+
+
+def time_predictions(model: HierarchicalGRU, params: np.ndarray | torch.Tensor,
+                     cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(median hours, mean hours given return within the cut-off, no-return mass) for each row of
+    ``params`` (:meth:`HierarchicalGRU.time_params`); the median is capped at the cut-off."""
+    law = model.law_of(torch.as_tensor(params, dtype=torch.float64))
+    cutoff = cfg.time_cutoff_hours
+    median = torch.nan_to_num(law.median(), nan=cutoff, posinf=cutoff).clamp(max=cutoff).numpy()
+    mean, _ = law.mean_below(cutoff)
+    return median, mean.numpy(), law.no_return().numpy()
 
 
 def predict_test(
@@ -263,8 +273,8 @@ def predict_test(
     if r.first_ranks is not None:
         first = r.first_ranks[_order(r.first_rows)]
     median = mean = no_return = None
-    if r.gap_a is not None and r.w is not None:
-        median, mean, no_return = time_predictions(r.gap_a[og], r.w, cfg)
+    if r.gap_params is not None:
+        median, mean, no_return = time_predictions(model, r.gap_params[og], cfg)
     return TestPredictions(
         next_item_ranks=r.next_ranks[o],
         first_item_ranks=first,

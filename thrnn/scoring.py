@@ -1,15 +1,17 @@
-"""Nightly scoring: next-session recommendations and churn risk per user (issue #3 §5, SPEC §4).
+"""Nightly scoring: next-session recommendations and churn risk per user (docs/model.md).
 
 Every user's whole history (train then test sessions) is replayed through the model in eval mode to
 build the FIFO of session representations; the inter-session state after the last session then
 gives, for THRNN:
 
 - recommendations: the first-item head's top-K items for the user's next session;
-- return time from the time head, measured from the end of the user's last session: median and
-  mean (given a return within ``cfg.time_cutoff_hours``), the no-return mass ``p_no_return``, and
-  ``P(return within h | no return during the elapsed time)`` for each horizon, where elapsed = end
-  of the run date (UTC midnight after it) minus the last session end, clipped at 0;
-- ``churn_risk`` = probability of no return within 30 days given the time already elapsed.
+- return time, measured from the end of the user's last session and conditioned on no return during
+  the time already elapsed (``e`` = the UTC midnight after the run date minus the last session end,
+  clipped at 0): the median and the mean gap (the mean up to ``cfg.time_cutoff_hours``),
+  ``p_no_return`` = P(never returns | not back yet) and ``P(return within h | not back yet)`` for each
+  horizon (:class:`thrnn.churn.ChurnLaw`). With the log-normal head the chance of never returning
+  after a session is fitted tonight on the open gaps (:func:`thrnn.churn.fit_no_return`);
+- ``churn_risk`` = 1 - P(return within 30 days | not back yet).
 
 HRNN and the GRU4Rec-style GRU have neither a first-item nor a time head: their recommendations are
 the intra GRU's prediction after the last item of the user's last session, and their time columns
@@ -30,8 +32,8 @@ import pyarrow.parquet as pq
 import torch
 
 from jobs import columns as C
-from thrnn import time_model as tm
 from thrnn.checkpoint import atomic_write_bytes, load_run
+from thrnn.churn import ChurnLaw, fit_no_return
 from thrnn.config import TrainConfig
 from thrnn.data import SessionData, load_sessions
 from thrnn.device import resolve_device
@@ -42,7 +44,7 @@ from thrnn.inference import (
     personal_history,
     replay,
     score_chunk,
-    time_predictions,
+    time_covariates,
 )
 from thrnn.io import Split, read_split
 from thrnn.models import HierarchicalGRU
@@ -103,7 +105,8 @@ def score_users(
     users = torch.nonzero(last >= 0).squeeze(1)
     blocked_dev = blocked.to(device)
     k = min(top_k, model.n_items)
-    rec_users, rec_items, rec_scores, a_parts = [], [], [], []
+    rec_users, rec_items, rec_scores, param_parts = [], [], [], []
+    after = time_covariates(model, data, cfg) if model.lognormal else None
     step = min(EVAL_BATCH_USERS, score_chunk(model))
     # the next session starts one past each user's last event
     next_t = personal.user_end if personal is not None else torch.zeros(data.n_users, dtype=torch.long)
@@ -113,7 +116,8 @@ def score_users(
         if model.temporal:
             h = model.inter_state(u, *r.state.get(u), counts_cpu=r.state.counts_cpu[u_cpu])
             scores = item_scores(model, h, personal, next_t[u_cpu], u_cpu, first=True)
-            a_parts.append(model.time_a(h).double().cpu())
+            cov = after[last[u_cpu]].to(device) if after is not None else None
+            param_parts.append(model.time_params(h, cov).double().cpu())
         else:
             assert r.last_out is not None
             scores = item_scores(model, r.last_out[u], personal, next_t[u_cpu], u_cpu, first=False)
@@ -149,18 +153,21 @@ def score_users(
     })
     nan = np.full(n_users, np.nan)
     if model.temporal and n_users:
-        a = torch.cat(a_parts)
-        w = model.time_head.w.detach().double().cpu()
-        median, mean, no_return = time_predictions(a.numpy(), float(w), cfg)
-        kw = {"gap_exponent": cfg.gap_exponent, "unit_hours": cfg.time_unit_hours}
-        e = torch.as_tensor(elapsed)
-        churn["expected_return_hours"] = mean
-        churn["median_return_hours"] = median
-        churn["p_no_return"] = no_return
+        law = model.law_of(torch.cat(param_parts))
+        e = torch.as_tensor(elapsed, dtype=torch.float64)
+        p0 = 0.0
+        if model.lognormal:  # the RMTPP law carries its own no-return mass
+            p0 = fit_no_return(law.log_survival(e).numpy(), int(data.time_mask.sum()))
+            log.info("chance of never returning after a session, fitted on %d open gaps: %.4g", n_users, p0)
+        churn.attrs["p_no_return_per_session"] = p0
+        cl = ChurnLaw(law, p0)
+        cutoff = cfg.time_cutoff_hours
+        churn["expected_return_hours"] = cl.mean_after(e, cutoff).numpy()
+        churn["median_return_hours"] = cl.median_after(e, cutoff).numpy()
+        churn["p_no_return"] = cl.never(e).numpy()
         for hz in horizons_hours:
-            churn[horizon_column(hz)] = tm.return_probability(a, w, elapsed_hours=e, horizon_hours=hz, **kw).numpy()
-        p30 = tm.return_probability(a, w, elapsed_hours=e, horizon_hours=CHURN_HORIZON_HOURS, **kw).numpy()
-        churn["churn_risk"] = 1.0 - p30
+            churn[horizon_column(hz)] = cl.return_within(e, hz).numpy()
+        churn["churn_risk"] = 1.0 - cl.return_within(e, CHURN_HORIZON_HOURS).numpy()
     else:
         for col in ["expected_return_hours", "median_return_hours", "p_no_return",
                     *[horizon_column(hz) for hz in horizons_hours], "churn_risk"]:

@@ -274,3 +274,60 @@ class TimeHead(nn.Module):
     def nll(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Per-gap negative log-likelihood (B,) of model-axis gaps ``u`` given states ``h``."""
         return nll(self(h), self.w, u)
+
+
+# --------------------------------------------------------------------------------------------
+# the law of a batch of gaps on the hours axis, with the interface of the log-normal mixture
+
+
+class RmtppLaw:
+    """RMTPP gaps of a batch (``a`` (B,), global ``w``) seen on the hours axis, with the methods of
+    :class:`thrnn.models.lognormal_time.LogNormalMixture`, so evaluation and scoring treat both heads
+    alike. The law may be defective (``w < 0``): quantiles beyond ``1 - P(never)`` are infinite."""
+
+    def __init__(self, a: torch.Tensor, w: TensorLike, gap_exponent: float = 1.0, unit_hours: float = 1.0) -> None:
+        _check_axis(gap_exponent, unit_hours)
+        self.a = a
+        self.w = _as_tensor(w, a)
+        self.gap_exponent, self.unit_hours = gap_exponent, unit_hours
+
+    def _u(self, hours: TensorLike) -> torch.Tensor:
+        t = torch.as_tensor(hours, dtype=self.a.dtype, device=self.a.device).clamp_min(0)
+        return (t / self.unit_hours) ** self.gap_exponent
+
+    def log_survival(self, hours: TensorLike) -> torch.Tensor:
+        return -cumulative_intensity(self.a, self.w, self._u(hours))
+
+    def cdf(self, hours: TensorLike) -> torch.Tensor:
+        return -torch.expm1(self.log_survival(hours))
+
+    def log_density(self, hours: TensorLike) -> torch.Tensor:
+        """``log f(t)`` on the hours axis: the model-axis density times ``du/dt``."""
+        t = torch.as_tensor(hours, dtype=self.a.dtype, device=self.a.device).clamp_min(1e-9)
+        eps = self.gap_exponent
+        log_jac = math.log(eps / self.unit_hours) + (eps - 1) * torch.log(t / self.unit_hours)
+        return -nll(self.a, self.w, self._u(t)) + log_jac
+
+    def quantile(self, q: float) -> torch.Tensor:
+        """Closed form from ``Λ(u) = -ln(1 - q)``; ``inf`` where the no-return mass exceeds ``1 - q``."""
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"quantile level must be in (0, 1), got {q}")
+        c = -math.log1p(-q) * torch.exp(-self.a)
+        x = self.w * c
+        ok = x > -1
+        u = c * _log1p_over_x(torch.where(ok, x, torch.zeros_like(x)))
+        hours = from_model_time(u, self.gap_exponent, self.unit_hours).to(self.a.dtype)
+        return torch.where(ok, hours, torch.full_like(hours, math.inf))
+
+    def median(self) -> torch.Tensor:
+        return self.quantile(0.5)
+
+    def mean_below(self, cutoff_hours: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return expected_return_hours(self.a, self.w, gap_exponent=self.gap_exponent, unit_hours=self.unit_hours,
+                                     cutoff_hours=cutoff_hours)
+
+    def no_return(self) -> torch.Tensor:
+        return no_return_probability(self.a, self.w)
+
+    def __getitem__(self, index: object) -> RmtppLaw:
+        return RmtppLaw(self.a[index], self.w, self.gap_exponent, self.unit_hours)

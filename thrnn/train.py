@@ -35,12 +35,13 @@ from thrnn.checkpoint import (
 from thrnn.config import TrainConfig, add_config_arguments, config_from_args
 from thrnn.data import HistoryState, SessionData, load_sessions, user_parallel_batches
 from thrnn.device import describe, resolve_device
-from thrnn.inference import item_mask, personal_history, replay, time_predictions
+from thrnn.inference import item_mask, personal_history, replay, time_covariates, time_predictions
 from thrnn.io import Split, read_split
 from thrnn.metrics import ranking_metrics, return_time_mae
 from thrnn.models import HierarchicalGRU, build_model
 from thrnn.models.hier_gru import TiedOutput
 from thrnn.personal import PersonalHistory
+from thrnn.time_features import gap_scale, target_covariates
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,14 @@ class _Trainer:
         self.time_ok = data.time_mask.to(device)
         gap = torch.nan_to_num(data.gap_hours, nan=0.0).clamp(0, cfg.gap_upper_hours)
         self.u = tm.to_model_time(gap, cfg.gap_exponent, cfg.time_unit_hours).float().to(device)
+        self.cov = None
+        if model.lognormal:
+            # gaps above the bound are known only to exceed it: censored, not clipped
+            self.hours = gap.float().to(device)
+            self.censored = (torch.nan_to_num(data.gap_hours, nan=0.0) > cfg.gap_upper_hours).to(device)
+            fit_rows = ~data.is_test & ~data.validation_mask(cfg.val_sessions)
+            model.time_head.set_scale(*gap_scale(data, fit_rows, cfg.gap_upper_hours))
+            self.cov = target_covariates(time_covariates(model, data, cfg), data).to(device)
         time_params = {id(p) for p in model.time_parameters()}
         groups = [{"params": [p for p in model.parameters() if id(p) not in time_params], "lr": cfg.lr}]
         if time_params:
@@ -155,8 +164,10 @@ class _Trainer:
                         f_idx = f_items - 1 if cand is None else torch.searchsorted(cand, f_items)
                         loss_first = F.cross_entropy(f_logits.float(), f_idx)
                 tmask = self.time_ok[rows]
-                a = model.time_a(h)
-                nll = tm.nll(a, model.time_head.w, self.u[rows])
+                if model.lognormal:
+                    nll = model.time_loss(h, self.cov[rows], self.hours[rows], self.censored[rows])
+                else:
+                    nll = tm.nll(model.time_a(h), model.time_head.w, self.u[rows])
                 loss_time = torch.where(tmask, nll, zero).sum() / tmask.sum().clamp(min=1)
                 loss = cfg.loss_time * loss_time + cfg.loss_rec * loss_rec + cfg.loss_first * loss_first
         self.optimizer.zero_grad(set_to_none=True)
@@ -216,7 +227,7 @@ class _Trainer:
             "loss_rec": means[1],
             "loss_time": means[2] if model.temporal else None,
             "loss_first": means[3] if model.temporal else None,
-            "w": float(model.time_head.w.detach()) if model.temporal else None,
+            "w": float(model.time_head.w.detach()) if model.temporal and not model.lognormal else None,
             "lr": self.optimizer.param_groups[0]["lr"],
             "targets": n_targets,
             "batches": len(batches),
@@ -234,8 +245,8 @@ def validate(model: HierarchicalGRU, data: SessionData, cfg: TrainConfig, val: t
     r = replay(model, data, cfg, include, val, device, blocked_items=item_mask(cfg, data, n_items=model.n_items),
                personal=personal)
     out: dict[str, Any] = {f"val_{k}": v for k, v in ranking_metrics(r.next_ranks).items()}
-    if r.gap_a is not None and r.w is not None and len(r.gap_a):
-        median, _, _ = time_predictions(r.gap_a, r.w, cfg)
+    if r.gap_params is not None and len(r.gap_params):
+        median, _, _ = time_predictions(model, r.gap_params, cfg)
         out["val_mae_hours"] = return_time_mae(data.gap_hours.numpy()[r.gap_rows], median)["mae_hours"]
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from thrnn.config import TrainConfig
 from thrnn.models.hier_gru import HierarchicalGRU
+from thrnn.time_features import N_COVARIATES
 
 
 def build_model(cfg: TrainConfig, n_items: int, n_users: int) -> HierarchicalGRU:
@@ -22,6 +23,11 @@ def build_model(cfg: TrainConfig, n_items: int, n_users: int) -> HierarchicalGRU
         w_init=cfg.w_init,
         tie_embeddings=cfg.tie_embeddings,
         mixture=cfg.mixture,
+        time_head=cfg.time_head,
+        time_components=cfg.time_components,
+        n_time_covariates=N_COVARIATES,
+        gap_exponent=cfg.gap_exponent,
+        time_unit_hours=cfg.time_unit_hours,
     )
 
 

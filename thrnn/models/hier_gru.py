@@ -8,8 +8,10 @@ One class, three flag settings (SPEC §4):
 - ``context``: each inter input is ``[rep_j, gap_bucket_embedding_j, user_embedding]``, where
   gap bucket j is the gap that preceded session j (the gap before the current session is the time
   target and is never an input).
-- ``temporal``: a time head (:class:`thrnn.time_model.TimeHead`) and a first-item head on the
-  inter-session state.
+- ``temporal``: a time head and a first-item head on the inter-session state. The time head is the
+  log-normal mixture (:mod:`thrnn.models.lognormal_time`, reading the state and the covariates of
+  :mod:`thrnn.time_features`) or the paper's RMTPP intensity (:class:`thrnn.time_model.TimeHead`);
+  :meth:`HierarchicalGRU.time_law` gives either as a law on the hours axis.
 
 The output layers score items 1..N only (column ``j`` is item ``j + 1``): padding is never a
 candidate in training or ranking. :meth:`full_scores` adds the padding column as -inf for the
@@ -22,8 +24,13 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from thrnn.config import TIME_HEADS
+from thrnn.models.lognormal_time import LogNormalMixture, LogNormalMixtureHead, censored_nll
 from thrnn.models.mixture import FIRST_INIT, NEXT_INIT, MixtureGate, mixture_log_prob, mixture_probs
-from thrnn.time_model import TimeHead
+from thrnn.time_model import RmtppLaw, TimeHead
+from thrnn.time_model import nll as rmtpp_nll
+
+TimeLaw = LogNormalMixture | RmtppLaw
 
 # Pack the intra batch when its padded size exceeds this multiple of its real length (measured on CPU:
 # packing pays off only for ragged batches; for short or even ones its overhead dominates).
@@ -48,6 +55,11 @@ class HierarchicalGRU(nn.Module):
         w_init: float = -0.1,
         tie_embeddings: bool = False,
         mixture: bool = False,
+        time_head: str = "rmtpp",
+        time_components: int = 4,
+        n_time_covariates: int = 0,
+        gap_exponent: float = 1.0,
+        time_unit_hours: float = 24.0,
     ) -> None:
         super().__init__()
         if n_items < 1 or n_users < 1:
@@ -72,8 +84,14 @@ class HierarchicalGRU(nn.Module):
                 self.gap_emb = nn.Embedding(n_gap_buckets + 1, gap_embedding)
                 in_size += user_embedding + gap_embedding
             self.inter_gru = nn.GRU(in_size, hidden, batch_first=True)
+        if time_head not in TIME_HEADS:
+            raise ValueError(f"time_head must be one of {TIME_HEADS}, got {time_head!r}")
+        self.time_kind = time_head
+        self.time_axis = (gap_exponent, time_unit_hours)  # RMTPP's model axis (thrnn.time_model)
         if temporal:
-            self.time_head = TimeHead(hidden, w_init=w_init)
+            self.time_head: nn.Module = (
+                LogNormalMixtureHead(hidden, n_time_covariates, time_components) if time_head == "lognormal"
+                else TimeHead(hidden, w_init=w_init))
             self.first_out = nn.Linear(hidden, n_items)
         self.mixture = mixture
         if mixture:
@@ -199,11 +217,44 @@ class HierarchicalGRU(nn.Module):
         return probs.index_fill_(1, probs.new_zeros(1, dtype=torch.long), float("-inf"))
 
     def time_a(self, h: torch.Tensor) -> torch.Tensor:
-        """``a = v·h + b`` (B,) of the return-time intensity, in float32 (exp overflows in half)."""
-        if not self.temporal:
+        """``a = v·h + b`` (B,) of the RMTPP intensity, in float32 (exp overflows in half)."""
+        if not self.temporal or self.time_kind != "rmtpp":
             raise RuntimeError("this model has no time head (only THRNN has one)")
         with torch.autocast(device_type=h.device.type, enabled=False):
             return self.time_head(h.float())
+
+    @property
+    def lognormal(self) -> bool:
+        """The time head is the log-normal mixture (it reads covariates; its law is proper)."""
+        return self.temporal and self.time_kind == "lognormal"
+
+    def time_params(self, h: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, P) float32 parameters of the return-time law of inter states h (B, H): RMTPP's ``a`` (P = 1)
+        or the mixture's stacked weights, means and scales; :meth:`law_of` reads them back."""
+        if not self.lognormal:
+            return self.time_a(h)[:, None]
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return self.time_head(h.float(), covariates.float()).stack()
+
+    def law_of(self, params: torch.Tensor) -> TimeLaw:
+        """The law on the hours axis of :meth:`time_params` output (any float dtype)."""
+        if self.lognormal:
+            return LogNormalMixture.from_stacked(params)
+        w = self.time_head.w.detach().to(params.dtype)
+        return RmtppLaw(params[:, 0], w, *self.time_axis)
+
+    def time_law(self, h: torch.Tensor, covariates: torch.Tensor | None = None) -> TimeLaw:
+        return self.law_of(self.time_params(h, covariates))
+
+    def time_loss(self, h: torch.Tensor, covariates: torch.Tensor | None, hours: torch.Tensor,
+                  censored: torch.Tensor) -> torch.Tensor:
+        """Per-gap loss (B,): the mixture's censored NLL in log-hours, or RMTPP's NLL on its model axis
+        (``hours`` clipped at the bound, no censoring: the paper's loss)."""
+        if self.lognormal:
+            with torch.autocast(device_type=h.device.type, enabled=False):
+                return censored_nll(self.time_head(h.float(), covariates.float()), hours.float(), censored)
+        eps, unit = self.time_axis
+        return rmtpp_nll(self.time_a(h), self.time_head.w, (hours.float() / unit) ** eps)
 
     @staticmethod
     def full_scores(logits: torch.Tensor) -> torch.Tensor:
