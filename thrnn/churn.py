@@ -40,7 +40,8 @@ def fit_no_return(log_survival_open: np.ndarray, n_returns: int) -> float:
         return 0.0
 
     def slope(p: float) -> float:
-        return float(np.sum((1.0 - s) / (p + (1.0 - p) * s)) - n_returns / (1.0 - p))
+        with np.errstate(divide="ignore", over="ignore"):  # S(e) = 0 at p = 0: +inf, which is right
+            return float(np.sum((1.0 - s) / (p + (1.0 - p) * s)) - n_returns / (1.0 - p))
 
     if slope(0.0) <= 0.0:
         return 0.0

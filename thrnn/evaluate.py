@@ -41,6 +41,33 @@ class PredictionsLike(Protocol):
     gap_median_hours: np.ndarray | None
     gap_mean_hours: np.ndarray | None
     gap_no_return_prob: np.ndarray | None
+    # optional (getattr): the law of each gap, see thrnn.inference.TestPredictions
+    # gap_log_density, gap_quantiles, gap_p_within
+
+
+def _distribution(pred: PredictionsLike, true_hours: np.ndarray) -> dict[str, Any]:
+    """NLL per gap, quantile coverage and per-horizon calibration of the predicted laws (None without)."""
+    from thrnn.calibration import HORIZONS_HOURS, horizon_calibration, horizon_label, quantile_coverage
+
+    log_density = getattr(pred, "gap_log_density", None)
+    quantiles = getattr(pred, "gap_quantiles", None)
+    p_within = getattr(pred, "gap_p_within", None)
+    out: dict[str, Any] = {"nll_per_gap": None}
+    if log_density is not None and len(log_density):
+        ld = np.asarray(log_density, dtype=np.float64)
+        out["nll_per_gap"] = float(-ld.mean()) if np.isfinite(ld).all() else None
+    if quantiles is not None:
+        out.update(quantile_coverage(true_hours, quantiles))
+    else:
+        out.update({f"coverage_q{round(q * 100)}": None for q in (0.1, 0.5, 0.9)})
+    if p_within is not None:
+        out.update(horizon_calibration(p_within, {h: true_hours <= h for h in p_within}))
+    else:
+        for h in HORIZONS_HOURS:
+            label = horizon_label(h)
+            out.update({f"brier_{label}": None, f"ece_{label}": None, f"base_rate_{label}": None,
+                        f"mean_p_{label}": None, f"n_{label}": 0})
+    return out
 
 
 def _ranking(ranks: np.ndarray | None, prefix: str, ks: tuple[int, ...]) -> dict[str, Any]:
@@ -85,6 +112,7 @@ def metrics_from_predictions(pred: PredictionsLike, ks: tuple[int, ...] = DEFAUL
     out["n_gaps"] = int(len(true_hours))
     out.update(_time(true_hours, pred.gap_median_hours, ""))
     out.update(_time(true_hours, pred.gap_mean_hours, "_mean"))
+    out.update(_distribution(pred, true_hours))
     p = pred.gap_no_return_prob
     out["mean_no_return_prob"] = float(np.mean(p)) if p is not None and len(p) else None
     out["gap_cap_hours"] = GAP_CAP_HOURS

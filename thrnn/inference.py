@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from thrnn.calibration import HORIZONS_HOURS
 from thrnn.config import TrainConfig
 from thrnn.data import HistoryState, SessionData, load_sessions, user_parallel_batches
 from thrnn.device import resolve_device
@@ -40,7 +41,9 @@ class TestPredictions:
     model). ``first_item_ranks``: first item of every test session that is not a continuation (None
     without a first-item head). ``gap_*``: one entry per test session with a real gap (not a
     continuation, not the user's first session); true gaps are unclipped hours; predictions are
-    None without a time head; ``gap_no_return_prob`` is the defective no-return mass.
+    None without a time head; ``gap_no_return_prob`` is the defective no-return mass. The law of each
+    gap (:func:`gap_distribution`): ``gap_log_density`` (nats per gap, hours axis, at the true gap),
+    ``gap_quantiles`` (level -> hours) and ``gap_p_within`` (hours h -> P(gap <= h)).
     """
 
     next_item_ranks: np.ndarray
@@ -52,6 +55,9 @@ class TestPredictions:
     next_item_users: np.ndarray | None = None
     next_item_positions: np.ndarray | None = None
     gap_users: np.ndarray | None = None
+    gap_log_density: np.ndarray | None = None
+    gap_quantiles: dict[float, np.ndarray] | None = None
+    gap_p_within: dict[float, np.ndarray] | None = None
 
 
 @dataclass
@@ -250,6 +256,22 @@ def time_predictions(model: HierarchicalGRU, params: np.ndarray | torch.Tensor,
     return median, mean.numpy(), law.no_return().numpy()
 
 
+QUANTILE_LEVELS = (0.1, 0.5, 0.9)
+
+
+def gap_distribution(law: object, true_hours: np.ndarray,
+                     horizons_hours: tuple[float, ...] = HORIZONS_HOURS) -> dict[str, object]:
+    """The :class:`TestPredictions` fields that describe each gap's law (log density at the true gap,
+    quantiles, P(gap <= h) per horizon), from a law with the methods of
+    :class:`thrnn.models.lognormal_time.LogNormalMixture`."""
+    t = torch.as_tensor(true_hours, dtype=torch.float64)
+    return {
+        "gap_log_density": law.log_density(t).numpy(),
+        "gap_quantiles": {q: law.quantile(q).numpy() for q in QUANTILE_LEVELS},
+        "gap_p_within": {h: law.cdf(torch.full_like(t, h)).numpy() for h in horizons_hours},
+    }
+
+
 def predict_test(
     model: HierarchicalGRU,
     split: Split | SessionData,
@@ -273,16 +295,20 @@ def predict_test(
     if r.first_ranks is not None:
         first = r.first_ranks[_order(r.first_rows)]
     median = mean = no_return = None
+    dist: dict[str, object] = {}
+    true_hours = data.gap_hours.numpy()[gap_rows]
     if r.gap_params is not None:
         median, mean, no_return = time_predictions(model, r.gap_params[og], cfg)
+        dist = gap_distribution(model.law_of(torch.as_tensor(r.gap_params[og], dtype=torch.float64)), true_hours)
     return TestPredictions(
         next_item_ranks=r.next_ranks[o],
         first_item_ranks=first,
-        gap_true_hours=data.gap_hours.numpy()[gap_rows],
+        gap_true_hours=true_hours,
         gap_median_hours=median,
         gap_mean_hours=mean,
         gap_no_return_prob=no_return,
         next_item_users=users[r.next_rows[o]],
         next_item_positions=r.next_positions[o],
         gap_users=users[gap_rows],
+        **dist,
     )

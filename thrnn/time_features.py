@@ -62,8 +62,9 @@ def _within_user_cumsum(x: np.ndarray, first: np.ndarray) -> np.ndarray:
     return c - before[first]
 
 
-def covariates_after(data: SessionData, center: float, spread: float, upper_hours: float) -> torch.Tensor:
-    """(S, :data:`N_COVARIATES`) float32: row p = the covariates when session p has just ended."""
+def covariates_after(data: SessionData, center: float, spread: float, upper_hours: float,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(S, :data:`N_COVARIATES`): row p = the covariates when session p has just ended."""
     s = data.n_sessions
     users = data.users.numpy()
     rows = np.arange(s)
@@ -116,7 +117,7 @@ def covariates_after(data: SessionData, center: float, spread: float, upper_hour
     rotate = (end_hour[:, None] + np.arange(HOURS_OF_DAY)[None]) % HOURS_OF_DAY
     shares = np.take_along_axis(hist, rotate, axis=1) / (rows - first + 1.0)[:, None]
     out = np.concatenate([np.stack(cols, axis=1), _SHARE_SCALE * shares], axis=1)
-    return torch.from_numpy(out.astype(np.float32))
+    return torch.from_numpy(out).to(dtype)
 
 
 def target_covariates(after: torch.Tensor, data: SessionData) -> torch.Tensor:

@@ -4,7 +4,8 @@ Non-neural baselines (deterministic): ``most_popular``, ``markov1`` (next item a
 the session-aware ones of :mod:`thrnn.baselines.session_aware` — ``repeat_last``, ``user_recency``,
 ``user_decay``, ``user_markov1``, ``blend`` and ``sknn`` (next item and first item; ``blend`` and
 ``sknn`` tuned on a validation split carved from train, their choice in the metrics' ``params``) —
-and ``median_global``, ``median_user`` and ``hawkes`` (return time). With ``--neural-epochs N`` > 0
+and ``median_global``, ``median_user``, ``lognormal_user`` (the shrunk per-user log-normal,
+:mod:`thrnn.baselines.lognormal`) and ``hawkes`` (return time). With ``--neural-epochs N`` > 0
 the GRU4Rec-style session GRU (``gru4rec``) and ``hrnn`` are trained with ``thrnn.train.train`` and
 evaluated with ``thrnn.evaluate.evaluate_run`` on the same split.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from thrnn.baselines import hawkes, median, ranking
+from thrnn.baselines import hawkes, lognormal, median, ranking
 from thrnn.baselines import session_aware as sa
 from thrnn.baselines.protocol import BaselinePredictions, session_table, targets_from_split, train_gap_hours
 from thrnn.evaluate import format_summary, metrics_from_predictions, write_json_atomic
@@ -78,6 +79,11 @@ def non_neural_baselines(split: Split, *, cap_hours: float = 500.0, hawkes_min_e
     add("median_user", BaselinePredictions(None, None, t.gap_true_hours,
                                            median.user_median_predictions(gaps, t.gap_users)),
         time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    pred, users = lognormal.shrunk_lognormal_predictions(split, upper_hours=cap_hours)
+    if not np.array_equal(users, t.gap_users):
+        raise AssertionError("log-normal gap targets differ from the protocol's gap targets")
+    add("lognormal_user", pred, time.perf_counter() - t0)
     t0 = time.perf_counter()
     pred, users, info = hawkes.hawkes_predictions(session_table(split), glob, cap_hours=cap_hours,
                                                   min_events=hawkes_min_events, progress=progress)

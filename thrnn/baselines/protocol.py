@@ -48,6 +48,9 @@ class BaselinePredictions:
     gap_median_hours: np.ndarray | None = None
     gap_mean_hours: np.ndarray | None = None
     gap_no_return_prob: np.ndarray | None = None
+    gap_log_density: np.ndarray | None = None
+    gap_quantiles: dict[float, np.ndarray] | None = None
+    gap_p_within: dict[float, np.ndarray] | None = None
 
 
 def check_split(split: Split) -> None:

@@ -66,7 +66,7 @@ class LogNormalMixture:
 
     def cdf(self, hours: torch.Tensor | float) -> torch.Tensor:
         """``P(T <= t)`` (B,)."""
-        return (self.log_weights.exp() * torch.special.ndtr(self._z(hours))).sum(-1)
+        return (self.log_weights.exp() * torch.special.ndtr(self._z(hours))).sum(-1).clamp(0.0, 1.0)
 
     def quantile(self, q: float) -> torch.Tensor:
         """The ``q``-quantile in hours (B,) by bisection on ``ln t``."""
