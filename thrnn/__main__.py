@@ -11,6 +11,7 @@ COMMANDS = {
     "evaluate": ("thrnn.evaluate", "evaluate a trained run on the test split (metrics.json)"),
     "baselines": ("thrnn.baselines", "run the non-neural baselines on a split"),
     "score": ("thrnn.scoring", "score users: next-session recommendations and churn risk"),
+    "backtest": ("thrnn.backtest", "check the churn figures of a past run date against what happened next"),
 }
 
 
