@@ -157,6 +157,11 @@ class TrainConfig:
                           "(the paper's exponential intensity); docs/model.md",
                   "title": "Return-time head", "choices": TIME_HEADS},
     )
+    time_state: bool = field(
+        default=True,
+        metadata={"help": "the lognormal return-time head reads the inter-session state besides the covariates "
+                          "(off: covariates only)", "title": "Return-time head reads the state"},
+    )
     time_components: int = field(
         default=4,
         metadata={"help": "log-normal components of the lognormal return-time head", "minimum": 1, "maximum": 64},
@@ -292,9 +297,11 @@ _VALIDATED: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 # Settings every product preset (lastfm, reddit, events) adds for every model: the repeat-aware
-# mixture, which converges in fewer epochs and then overfits (docs/quality.md, validation curves).
-# The paper presets never get them.
-_PRODUCT_EXTRA: dict[str, Any] = {"mixture": True, "epochs": 10}
+# mixture, which converges in fewer epochs and then overfits (docs/quality.md, validation curves),
+# and the log-normal return-time head on the covariates alone, at the main learning rate (the state
+# and higher rates did worse on validation: docs/return_time.md). The paper presets never get them.
+_PRODUCT_EXTRA: dict[str, Any] = {"mixture": True, "epochs": 10, "time_head": "lognormal", "time_state": False,
+                                  "time_lr": 1e-3}
 
 
 def _product(paper: str) -> dict[str, dict[str, Any]]:

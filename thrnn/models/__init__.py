@@ -26,6 +26,7 @@ def build_model(cfg: TrainConfig, n_items: int, n_users: int) -> HierarchicalGRU
         time_head=cfg.time_head,
         time_components=cfg.time_components,
         n_time_covariates=N_COVARIATES,
+        time_state=cfg.time_state,
         gap_exponent=cfg.gap_exponent,
         time_unit_hours=cfg.time_unit_hours,
     )

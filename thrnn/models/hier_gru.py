@@ -58,6 +58,7 @@ class HierarchicalGRU(nn.Module):
         time_head: str = "rmtpp",
         time_components: int = 4,
         n_time_covariates: int = 0,
+        time_state: bool = True,
         gap_exponent: float = 1.0,
         time_unit_hours: float = 24.0,
     ) -> None:
@@ -90,7 +91,7 @@ class HierarchicalGRU(nn.Module):
         self.time_axis = (gap_exponent, time_unit_hours)  # RMTPP's model axis (thrnn.time_model)
         if temporal:
             self.time_head: nn.Module = (
-                LogNormalMixtureHead(hidden, n_time_covariates, time_components) if time_head == "lognormal"
+                LogNormalMixtureHead(hidden if time_state else 0, n_time_covariates, time_components) if time_head == "lognormal"
                 else TimeHead(hidden, w_init=w_init))
             self.first_out = nn.Linear(hidden, n_items)
         self.mixture = mixture

@@ -124,6 +124,7 @@ def censored_nll(law: LogNormalMixture, hours: torch.Tensor, censored: torch.Ten
 
 class LogNormalMixtureHead(nn.Module):
     """Mixture parameters from ``[state, covariates]``: one tanh layer, then K weights, means, scales.
+    With ``hidden_size`` 0 it reads the covariates only.
 
     ``center`` (the mean log-gap of the training data, a buffer) is added to every mean, so the
     network starts at the data's scale; the bias of the scales starts at the data's spread.
@@ -131,8 +132,9 @@ class LogNormalMixtureHead(nn.Module):
 
     def __init__(self, hidden_size: int, n_covariates: int, n_components: int = 4, width: int = 64) -> None:
         super().__init__()
-        if hidden_size < 1 or n_components < 1:
-            raise ValueError(f"need hidden_size >= 1 and n_components >= 1, got {hidden_size}, {n_components}")
+        if hidden_size < 0 or n_components < 1 or hidden_size + n_covariates < 1:
+            raise ValueError(f"need inputs and n_components >= 1, got {hidden_size}, {n_covariates}, {n_components}")
+        self.hidden_size = hidden_size
         self.n_components = n_components
         self.n_covariates = n_covariates
         self.layer = nn.Linear(hidden_size + n_covariates, width)
@@ -152,7 +154,8 @@ class LogNormalMixtureHead(nn.Module):
             self.out.bias[2 * self.n_components:] = math.log(max(spread, 1e-3))
 
     def forward(self, h: torch.Tensor, covariates: torch.Tensor) -> LogNormalMixture:
-        x = torch.cat([h, covariates.to(h.dtype)], dim=-1) if self.n_covariates else h
+        # hidden_size 0: the law reads the covariates only (h is ignored)
+        x = torch.cat([h[..., :self.hidden_size], covariates.to(h.dtype)], dim=-1) if self.n_covariates else h
         o = self.out(torch.tanh(self.layer(x)))
         k = self.n_components
         return LogNormalMixture(
