@@ -428,10 +428,16 @@ def run_backtest(
     run_dir: str | Path | None = None,
     device: str = "auto",
     work: str | Path | None = None,
+    train_dir: str | Path | None = None,
     risk_thresholds: tuple[float, float] | None = None,
     progress: bool = True,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """The whole backtest (module docstring); writes the three files into ``out`` and returns the JSON."""
+    """The whole backtest (module docstring); writes the three files into ``out`` and returns the JSON.
+
+    Without ``run_dir`` a model is trained into ``train_dir`` (default ``out/run``); ``name`` labels the
+    report (default: the format).
+    """
     from jobs.sessionize import run as sessionize
     from thrnn.checkpoint import load_run
     from thrnn.config import config_for, preset_for_format
@@ -472,7 +478,7 @@ def run_backtest(
         data = load_sessions(split)
         dev = resolve_device(device)
         if cfg is not None:
-            run_dir = out / "run"
+            run_dir = Path(train_dir) if train_dir is not None else out / "run"
             with _step(f"train {cfg.model} ({cfg.epochs} epochs, {describe(dev)})"):
                 train_sessions(data, run_dir, cfg, progress=progress)
             trained = True
@@ -507,14 +513,15 @@ def run_backtest(
         "log_start": _iso(log_start),
         "log_end": _iso(log_end),
         "days_after_run_date": (log_end - pd.Timestamp(run_date_end(run_date))).total_seconds() / 86400.0,
+        "name": name or fmt,
         "format": fmt,
         "inputs": inputs,
         "session_gap_seconds": as_of_stats.get("session_gap_seconds"),
         "format_options": options,
         "risk_thresholds": list(thresholds),
         "users_missing_in_full": int((~outcomes["in_full"]).sum()),
-        "splits": {name: {k: st.get(k) for k in ("users", "sessions", "events", "items", "excluded_after_run_date")}
-                   for name, st in (("as_of", as_of_stats), ("full", full_stats))},
+        "splits": {part: {k: st.get(k) for k in ("users", "sessions", "events", "items", "excluded_after_run_date")}
+                   for part, st in (("as_of", as_of_stats), ("full", full_stats))},
         **figures,
         "run_dir": str(run_dir),
         "trained": trained,
@@ -546,7 +553,7 @@ def write_outputs(result: Mapping[str, Any], out: str | Path) -> dict[str, Path]
             bins = {lab: h["reliability"] for lab, h in figs["horizons"].items() if h["reliability"]}
             if bins:
                 reliability[name] = bins
-    plot = plot_reliability(reliability, out / PLOT_FILE, f"Backtest {result['format']} at {result['run_date']}")
+    plot = plot_reliability(reliability, out / PLOT_FILE, f"Backtest {result['name']} at {result['run_date']}")
     text = format_markdown(result).encode()
     return {"json": write_json_atomic(result, out / JSON_FILE), "plot": plot,
             "markdown": atomic_write_bytes(out / MARKDOWN_FILE, lambda f: f.write(text))}
@@ -560,7 +567,7 @@ def format_markdown(result: Mapping[str, Any]) -> str:
     """A short readable report of a backtest result."""
     preds = {"THRNN": result["model"], **result["baselines"]}
     lines = [
-        f"# Backtest at {result['run_date']} ({result['format']})",
+        f"# Backtest of {result['name']} at {result['run_date']}",
         "",
         f"Scored {result['users_scored']} users at the end of {result['run_date']} ({result['run_date_end']}); the log "
         f"ends {result['log_end']} ({result['days_after_run_date']:.1f} days later). {result['users_returned']} users "
