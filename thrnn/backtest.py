@@ -550,7 +550,7 @@ def write_outputs(result: Mapping[str, Any], out: str | Path) -> dict[str, Path]
     reliability = {}
     for name, figs in (("THRNN", result["model"]), ("empirical baseline", result["baselines"].get("empirical"))):
         if figs:
-            bins = {lab: h["reliability"] for lab, h in figs["horizons"].items() if h["reliability"]}
+            bins = {lab: h["reliability"] for lab, h in horizons_in_order(figs) if h["reliability"]}
             if bins:
                 reliability[name] = bins
     plot = plot_reliability(reliability, out / PLOT_FILE, f"Backtest {result['name']} at {result['run_date']}")
@@ -559,13 +559,23 @@ def write_outputs(result: Mapping[str, Any], out: str | Path) -> dict[str, Path]
             "markdown": atomic_write_bytes(out / MARKDOWN_FILE, lambda f: f.write(text))}
 
 
+def horizons_in_order(figs: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A predictor's horizons, shortest first (a reloaded JSON has its keys sorted as text)."""
+    return sorted(figs["horizons"].items(), key=lambda kv: kv[1]["hours"])
+
+
+def predictors_in_order(result: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """THRNN, then the baselines by name."""
+    return [("THRNN", result["model"]), *sorted(result["baselines"].items())]
+
+
 def _fmt(x: Any, spec: str = ".3f") -> str:
     return "–" if x is None else format(x, spec)
 
 
 def format_markdown(result: Mapping[str, Any]) -> str:
     """A short readable report of a backtest result."""
-    preds = {"THRNN": result["model"], **result["baselines"]}
+    preds = dict(predictors_in_order(result))
     lines = [
         f"# Backtest of {result['name']} at {result['run_date']}",
         "",
@@ -577,7 +587,7 @@ def format_markdown(result: Mapping[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, figs in preds.items():
-        for lab, h in figs["horizons"].items():
+        for lab, h in horizons_in_order(figs):
             if not h["observable"]:
                 lines.append(f"| {name} | {lab} | not observable | – | – | – | – | – |")
                 continue
@@ -590,7 +600,8 @@ def format_markdown(result: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | {_fmt(figs['auc_no_return_30d'])} | {_fmt(figs['mae_hours'], '.1f')} | {n} |")
     lines += ["", f"Risk buckets (thresholds {result['risk_thresholds']}):", "",
               "| bucket | users | mean churn risk | observed 30-day no-return rate |", "|---|---|---|---|"]
-    for bucket, b in result["model"]["risk_buckets"].items():
+    for bucket in RISK_BUCKETS:
+        b = result["model"]["risk_buckets"][bucket]
         rate = _fmt(b["no_return_30d_rate"]) if b["no_return_30d_rate"] is not None else (
             "30 d not observable" if b["users"] else "–")
         lines.append(f"| {bucket} | {b['users']} | {_fmt(b['mean_churn_risk'])} | {rate} |")
@@ -601,15 +612,15 @@ def format_summary(result: Mapping[str, Any]) -> str:
     """A few lines for the terminal."""
     m = result["model"]
     parts = [f"backtest at {result['run_date']}: {result['users_scored']} users scored, log ends {result['log_end']}"]
-    for lab, h in m["horizons"].items():
+    for lab, h in horizons_in_order(m):
         parts.append(f"  {lab}: " + (f"n {h['n']}, base rate {_fmt(h['base_rate'])}, mean p {_fmt(h['mean_p'])}, "
                                      f"Brier {_fmt(h['brier'])}, ECE {_fmt(h['ece'])}" if h["observable"]
                                      else "not observable"))
     parts.append(f"  AUC no return 30 d {_fmt(m['auc_no_return_30d'])}; MAE median {_fmt(m['mae_hours'], '.1f')} h "
                  f"over {m['mae_n']} returns")
-    for name, b in result["baselines"].items():
+    for name, b in sorted(result["baselines"].items()):
         figs = [f"AUC no return 30 d {_fmt(b['auc_no_return_30d'])}"]
-        figs += [f"Brier {lab} {_fmt(h['brier'])}" for lab, h in b["horizons"].items() if h["brier"] is not None]
+        figs += [f"Brier {lab} {_fmt(h['brier'])}" for lab, h in horizons_in_order(b) if h["brier"] is not None]
         if b["mae_hours"] is not None:
             figs.append(f"MAE median {_fmt(b['mae_hours'], '.1f')} h")
         parts.append(f"  baseline {name}: " + ", ".join(figs))

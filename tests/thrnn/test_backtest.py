@@ -244,6 +244,7 @@ def raw_log(tmp_path_factory):
 
 
 @pytest.mark.spark
+@pytest.mark.slow  # two Spark sessionize runs: about 20 s with a warm JVM, more from cold
 def test_cli_end_to_end(spark, raw_log, tmp_path, capsys):
     from thrnn.__main__ import main
 
