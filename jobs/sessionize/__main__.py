@@ -9,8 +9,10 @@ package with ``--py-files``, e.g. a zip of ``jobs/``)::
     spark-submit --master 'local[2]' jobs/sessionize/__main__.py --format reddit \
         --input reddit_data.csv --output /data/reddit
 
-Exit status 0 on success (the stats are printed as JSON), 2 on bad arguments or unreadable input,
-3 when the job refuses to publish (too many malformed rows, nothing left after the rules).
+Exit status 0 on success (the stats are printed as JSON), 2 on bad arguments or unreadable input
+(one line naming the file), 3 when the job refuses to publish (too many malformed rows, nothing left
+after the rules). When this command starts Spark itself, Spark's own (JVM) log goes to a file
+(``--spark-log``), so a failing task's Java traces never flood the terminal.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import argparse
 import codecs
 import json
 import logging
+import math
+import os
 import sys
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -36,6 +41,37 @@ def _conf_pair(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key.strip(), value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+# Spark's own log to a file: a failing task logs its Java stack trace several times over
+LOG4J2 = """rootLogger.level = warn
+rootLogger.appenderRef.file.ref = file
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {path}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = %d{{yy/MM/dd HH:mm:ss}} %p %c{{1}}: %m%n%ex
+"""
+
+
+def _spark_log_conf(path: Path, conf: dict[str, str]) -> dict[str, str]:
+    """``conf`` plus the driver option that sends Spark's JVM log to ``path`` (only effective when this
+    process starts the JVM, not under spark-submit)."""
+    props = path.with_name(path.name + ".log4j2.properties")
+    props.write_text(LOG4J2.format(path=path), encoding="utf-8")
+    option = f"-Dlog4j2.configurationFile={props.as_uri()}"
+    java = " ".join(filter(None, [conf.get("spark.driver.extraJavaOptions", ""), option]))
+    return {**conf, "spark.driver.extraJavaOptions": java}
 
 
 def _delimiter(text: str) -> str:
@@ -56,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--output", required=True, help="output folder (replaced atomically)")
     parser.add_argument(
-        "--session-gap-seconds", type=float, default=None,
+        "--session-gap-seconds", type=_finite, default=None,
         help=f"a gap larger than this starts a new session (default per format: {DEFAULT_GAP_SECONDS})",
     )  # fmt: skip
     parser.add_argument(
@@ -64,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out (and count) events after the end of this UTC day; default: keep all",
     )  # fmt: skip
     parser.add_argument(
-        "--max-bad-fraction", type=float, default=0.01,
+        "--max-bad-fraction", type=_finite, default=0.01,
         help="fail when more than this fraction of the raw rows is malformed (quarantined)",
     )  # fmt: skip
     parser.add_argument(
@@ -76,14 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra Spark setting, repeatable (e.g. spark.driver.memory=8g)",
     )  # fmt: skip
     parser.add_argument("--log-level", default="INFO", help="Python logging level")
+    parser.add_argument(
+        "--spark-log", default=None, metavar="FILE",
+        help="file for Spark's own (JVM) log when this command starts Spark; default: a file in the "
+        "temporary folder, removed after a successful run and named in the error otherwise",
+    )  # fmt: skip
 
     rules = parser.add_argument_group("sessionization rules (SPEC §3 defaults)")
     for f in fields(SessionRules):
         if f.name == "session_gap_seconds":
             continue
-        rules.add_argument(
-            f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f.metadata["help"]
-        )
+        kind = _finite if isinstance(f.default, float) else type(f.default)
+        rules.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f.metadata["help"])
 
     events = parser.add_argument_group("events format options")
     defaults = EventsOptions()
@@ -130,16 +170,29 @@ def main(argv: list[str] | None = None) -> int:
             "header": args.header,
             "column_names": tuple(args.column_names.split(",")) if args.column_names else None,
         }
+    if not 0.0 <= args.max_bad_fraction <= 1.0:
+        parser.error(f"--max-bad-fraction must be in [0, 1], got {args.max_bad_fraction}")
     try:
         rules = SessionRules(
             **{f.name: getattr(args, f.name) for f in fields(SessionRules) if f.name != "session_gap_seconds"}
         )
+        if args.session_gap_seconds is not None:
+            SessionRules(session_gap_seconds=args.session_gap_seconds)
     except ValueError as exc:
         parser.error(str(exc))
 
     from jobs.spark import build_spark  # starts a JVM: only after the arguments are known to be good
 
-    spark = build_spark("thrnn-sessionize", master=args.master, conf=dict(args.conf))
+    conf = dict(args.conf)
+    spark_log = None
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):  # not under spark-submit: this process starts the JVM
+        spark_log = Path(args.spark_log or Path(tempfile.gettempdir()) / f"thrnn-sessionize-{os.getpid()}.spark.log")
+        conf = _spark_log_conf(spark_log.absolute(), conf)
+        if not sys.stderr.isatty():  # the progress bar is for terminals; in a log it is noise
+            conf.setdefault("spark.ui.showConsoleProgress", "false")
+    logger = logging.getLogger("jobs.sessionize")
+    spark = build_spark("thrnn-sessionize", master=args.master, conf=conf)
+    where = f" (Spark's log: {spark_log})" if spark_log is not None else ""
     try:
         stats = run(
             spark, args.format, args.inputs, args.output,
@@ -147,13 +200,16 @@ def main(argv: list[str] | None = None) -> int:
             max_bad_fraction=args.max_bad_fraction, rules=rules, **format_options,
         )  # fmt: skip
     except (InputError, ValueError) as exc:
-        logging.getLogger("jobs.sessionize").error("%s", exc)
+        logger.error("%s%s", exc, where)
         return 2
     except SessionizeError as exc:
-        logging.getLogger("jobs.sessionize").error("refusing to publish: %s", exc)
+        logger.error("refusing to publish: %s", exc)
         return 3
     finally:
         spark.stop()
+    if spark_log is not None and args.spark_log is None:  # a default log of a good run is not kept
+        for path in (spark_log, spark_log.with_name(spark_log.name + ".log4j2.properties")):
+            path.unlink(missing_ok=True)
     json.dump(stats, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
     return 0

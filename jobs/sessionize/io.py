@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -65,6 +66,25 @@ def _reader(spark: SparkSession, input_format: str, path: str) -> DataFrame:
         return spark.read.text(path)
     except AnalysisException as exc:
         raise InputError(f"cannot read input {path!r}: {str(exc).splitlines()[0]}") from exc
+
+
+# Spark's message for a file it could not read (truncated gzip, corrupt Parquet, vanished file)
+_FAILED_READ = re.compile(r"Encountered error while reading file (.+?)\.?\s+SQLSTATE|"
+                          r"Encountered error while reading file (\S+)")
+_CAUSE = re.compile(r"Caused by: ([\w.$]+(?:Exception|Error)[^\n]*)")
+
+
+def read_failure(exc: BaseException) -> InputError | None:
+    """An :class:`InputError` naming the file when ``exc`` (a Py4J or PySpark error of an action) is
+    Spark failing to read an input file; None for any other failure."""
+    text = str(exc)
+    found = _FAILED_READ.search(text)
+    if found is None:
+        return None
+    uri = (found.group(1) or found.group(2)).rstrip(".")
+    cause = _CAUSE.search(text)
+    why = cause.group(1).strip() if cause else text.strip().splitlines()[0][:200]
+    return InputError(f"cannot read input file {_display(uri)}: {why}")
 
 
 def list_input_files(spark: SparkSession, inputs: list[str], input_format: str = "text") -> list[InputFile]:

@@ -206,6 +206,21 @@ def run(
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     log.info("sessionize %s %s -> %s (gap %.0f s, run date %s)", fmt, inputs, out, gap, day)
 
+    try:
+        return _run(spark, fmt, inputs, out, day, gap, rules, options, max_bad_fraction, started)
+    except Exception as exc:
+        failure = io.read_failure(exc)
+        if failure is None:
+            raise
+        # one line for the operator; Spark's Java trace only in the debug log
+        log.debug("Spark failed to read an input", exc_info=True)
+        raise failure from exc
+
+
+def _run(
+    spark: SparkSession, fmt: str, inputs: list[str], out: Path, day: dt.date | None, gap: float,
+    rules: T.SessionRules, options: EventsOptions, max_bad_fraction: float, started: float,
+) -> dict[str, Any]:
     progress = _Progress(spark)
     with io.staging_dir(out) as staging:
         work = staging / "_work"

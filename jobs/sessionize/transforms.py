@@ -31,6 +31,9 @@ INVALID_UTF8 = "invalid_utf8"
 WRONG_COLUMN_COUNT = "wrong_column_count"
 EMPTY_USER = "empty_user"
 EMPTY_ITEM = "empty_item"
+# NUL and the other C0 controls but tab in a user key, item key or item name: PostgreSQL refuses NUL
+# in text, and a key with a line break or escape code breaks every tool that prints it
+CONTROL_CHARACTER = "control_character"
 UNPARSABLE_TIMESTAMP = "unparsable_timestamp"
 NON_FINITE_TIMESTAMP = "non_finite_timestamp"
 NEGATIVE_TIMESTAMP = "negative_timestamp"
@@ -40,6 +43,7 @@ REASONS = [
     WRONG_COLUMN_COUNT,
     EMPTY_USER,
     EMPTY_ITEM,
+    CONTROL_CHARACTER,
     UNPARSABLE_TIMESTAMP,
     NON_FINITE_TIMESTAMP,
     NEGATIVE_TIMESTAMP,
@@ -66,6 +70,7 @@ FIRST_ROW = "first_row"
 
 SEQ_FILE_SHIFT = 2**40  # seq = file_idx * 2**40 + line_number: up to ~1e12 lines per file
 MAX_EPOCH_SECONDS = 253402300799.0  # 9999-12-31T23:59:59Z, the largest Spark timestamp we accept
+CONTROL_RE = r"[\x00-\x08\x0A-\x1F]"  # C0 controls except tab
 # ISO-8601 date and time, optional seconds, fraction and zone (a missing zone means UTC).
 NUMERIC_RE = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)$"
 ISO_8601_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
@@ -149,6 +154,10 @@ def _is_blank(c: Column) -> Column:
     return c.isNull() | (F.trim(c) == "")
 
 
+def _has_control(c: Column) -> Column:
+    return F.coalesce(c.rlike(CONTROL_RE), F.lit(False))
+
+
 def _time_checks(seconds: Column, iso_ts: Column, time_kind: str) -> tuple[Column, Column]:
     """(reason or null, microseconds since the epoch or null) from a time string's two readings."""
     epoch_reason = (
@@ -201,6 +210,8 @@ def _validated(fields: DataFrame, time_kind: str) -> DataFrame:
         .when(~F.col("_well_formed"), F.lit(WRONG_COLUMN_COUNT))
         .when(_is_blank(F.col("_user")), F.lit(EMPTY_USER))
         .when(_is_blank(F.col("_item")), F.lit(EMPTY_ITEM))
+        .when(_has_control(F.col("_user")) | _has_control(F.col("_item")) | _has_control(F.col("_name")),
+              F.lit(CONTROL_CHARACTER))
         .otherwise(time_reason)
     )
     df = df.select(*_KEEP, "_user", "_item", "_name", "_raw", reason.alias(C.REASON), ts_us.alias("_ts"))

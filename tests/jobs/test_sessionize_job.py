@@ -161,8 +161,8 @@ def test_lastfm_stats_add_up(lastfm_run):
     assert {k: stats[k] for k in C.STATS_KEYS} == expected
     assert stats["quarantine_reasons"] == {
         "invalid_utf8": 1, "wrong_column_count": 1, "empty_user": 1, "empty_item": 1,
-        "unparsable_timestamp": 1, "non_finite_timestamp": 0, "negative_timestamp": 1,
-        "timestamp_out_of_range": 0,
+        "control_character": 0, "unparsable_timestamp": 1, "non_finite_timestamp": 0,
+        "negative_timestamp": 1, "timestamp_out_of_range": 0,
     }  # fmt: skip
     assert stats["format"] == "lastfm" and stats["session_gap_seconds"] == 3600.0
     assert stats["run_date"] == "2009-01-04"
