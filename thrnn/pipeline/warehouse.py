@@ -9,7 +9,14 @@ DuckDB allows one writer process per file and a read-write holder locks everyone
 publisher therefore never writes the live file: it copies it to a staging file beside it, publishes
 there, checkpoints, and swaps it in with ``os.replace``. Readers (who must open the file read-only)
 never meet a lock or a half-written file; a reader that had the old file open keeps reading the old
-night. Concurrent publishers are serialised with a lock file. Cost: one file copy per publish.
+night. DuckDB shares one database instance between the connections of a process to the same file, so
+a process sees the new night only once every connection it had to the file is closed. Concurrent
+publishers are serialised with a lock file; staging files of publishers that died are removed by the
+next publish. Cost: one file copy per publish.
+
+``publish(..., verify=fn)`` calls ``fn`` with a reader of the open transaction after the rows are
+written and before the commit: a night ``fn`` refuses (by raising) is never visible, the previous
+night stays.
 
 Tables created by an older DDL are brought up to date by :func:`migrate` inside the publishing
 transaction (columns added, backfilled, constraints relaxed), so existing warehouses keep working.
@@ -20,15 +27,22 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import logging
 import os
+import re
 import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+log = logging.getLogger(__name__)
+
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# A staging copy older than this is a leftover even when its pid is alive (pid reused, another host)
+STALE_STAGING_SECONDS = 6 * 3600
 
 RECOMMENDATIONS = "recommendations"
 CHURN_RISK = "churn_risk"
@@ -151,18 +165,33 @@ def _prepare(table: str, frame: pd.DataFrame, dataset: str, run_date: dt.date) -
     return out.reset_index(drop=True)
 
 
+Verify = Callable[["Warehouse"], Any]
+
+
 class Warehouse:
     """Common interface: :meth:`publish` one night, :meth:`query` with bound parameters."""
 
     url: str
 
     def publish(
-        self, dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame]
+        self, dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame], verify: Verify | None = None
     ) -> dict[str, int]:  # pragma: no cover - interface
         raise NotImplementedError
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:  # pragma: no cover
         raise NotImplementedError
+
+    def latest_night(self, dataset: str) -> dt.date | None:
+        """The newest published run date of ``dataset`` (None: nothing published yet)."""
+        try:
+            tables = self.query("SELECT COUNT(*) FROM information_schema.tables "
+                                "WHERE table_schema = current_schema() AND table_name = ?", [MODEL_RUNS])
+        except FileNotFoundError:
+            return None
+        if not int(tables.iloc[0, 0]):
+            return None
+        newest = self.query(f"SELECT MAX(run_date) FROM {MODEL_RUNS} WHERE dataset = ?", [dataset]).iloc[0, 0]
+        return None if newest is None or pd.isna(newest) else pd.Timestamp(newest).date()
 
     def read_night(self, table: str, dataset: str, run_date: dt.date) -> pd.DataFrame:
         """All rows of one night of ``table``, in primary-key order."""
@@ -183,12 +212,51 @@ def _frames(dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame])
     return {t: _prepare(t, f, dataset, run_date) for t, f in frames.items()}
 
 
+class _InTransaction(Warehouse):
+    """Reads of a publisher's open transaction (what ``verify`` sees before the commit)."""
+
+    def __init__(self, url: str, run: Callable[[str, Sequence[Any]], pd.DataFrame]) -> None:
+        self.url, self._run = url, run
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        return self._run(sql, params)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 class DuckDBWarehouse(Warehouse):
     """A DuckDB file; writes go to a staging copy that replaces the file atomically."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
         self.url = f"duckdb://{self.path}"
+
+    def stale_staging(self, max_age_seconds: float = STALE_STAGING_SECONDS) -> list[Path]:
+        """Staging files (and their WAL) of publishers that are gone: the pid is not alive, or the file is
+        older than ``max_age_seconds``. Only meaningful under the writer lock, where no live publisher
+        of this host has a staging file."""
+        pattern = re.compile(rf"^\.{re.escape(self.path.name)}\.staging-(\d+)(\.wal)?$")
+        now, out = time.time(), []
+        for path in self.path.parent.iterdir():
+            found = pattern.match(path.name)
+            if found is None:
+                continue
+            pid = int(found.group(1))
+            try:
+                age = now - path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if pid == os.getpid() or not _pid_alive(pid) or age > max_age_seconds:
+                out.append(path)
+        return sorted(out)
 
     @contextlib.contextmanager
     def _writer_lock(self) -> Iterator[None]:
@@ -200,13 +268,17 @@ class DuckDBWarehouse(Warehouse):
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def publish(self, dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+    def publish(
+        self, dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame], verify: Verify | None = None
+    ) -> dict[str, int]:
         import duckdb
 
         prepared = _frames(dataset, run_date, frames)
         with self._writer_lock():
             staging = self.path.with_name(f".{self.path.name}.staging-{os.getpid()}")
-            for leftover in (staging, Path(str(staging) + ".wal")):
+            for leftover in self.stale_staging():  # a killed publisher leaves a full copy behind
+                log.warning("removing staging file %s of a publisher that is gone (%d bytes)", leftover,
+                            leftover.stat().st_size if leftover.exists() else 0)
                 leftover.unlink(missing_ok=True)
             try:
                 if self.path.exists():
@@ -231,6 +303,8 @@ class DuckDBWarehouse(Warehouse):
                         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _thrnn_frame")
                         con.unregister("_thrnn_frame")
                         counts[table] = len(frame)
+                    if verify is not None:  # raising here closes without commit: the live file is untouched
+                        verify(_InTransaction(self.url, lambda sql, params: con.execute(sql, list(params)).df()))
                     con.commit()
                     con.execute("CHECKPOINT")
                 finally:
@@ -288,7 +362,9 @@ class PostgresWarehouse(Warehouse):
 
         return psycopg.connect(self.url, connect_timeout=10)
 
-    def publish(self, dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+    def publish(
+        self, dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame], verify: Verify | None = None
+    ) -> dict[str, int]:
         prepared = _frames(dataset, run_date, frames)
         counts: dict[str, int] = {}
         with self._connect() as conn, conn.transaction():
@@ -312,15 +388,21 @@ class PostgresWarehouse(Warehouse):
                     for row in _python_rows(frame):
                         copy.write_row(row)
                 counts[table] = len(frame)
+            if verify is not None:  # raising here rolls the transaction back
+                verify(_InTransaction(self.url, lambda sql, params: _fetch(cur, sql, params)))
         return counts
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         with self._connect() as conn:
             cur = conn.cursor()
             cur.execute("SET TIME ZONE 'UTC'")
-            cur.execute(sql.replace("?", "%s"), list(params))
-            names = [d.name for d in cur.description] if cur.description else []
-            return pd.DataFrame(cur.fetchall(), columns=names)
+            return _fetch(cur, sql, params)
+
+
+def _fetch(cur: Any, sql: str, params: Sequence[Any]) -> pd.DataFrame:
+    cur.execute(sql.replace("?", "%s"), list(params))
+    names = [d.name for d in cur.description] if cur.description else []
+    return pd.DataFrame(cur.fetchall(), columns=names)
 
 
 def connect(url: str) -> Warehouse:
