@@ -7,12 +7,17 @@ Every night, for the logical date `D` of the run (never the wall clock):
 2. **validate** the train/test splits against their contracts
 3. **train** THRNN (queue/pool from `THRNN_TRAIN_QUEUE` / `THRNN_TRAIN_POOL`, e.g. the `gpu` queue)
 4. **evaluate** it beside the baselines; report and plots go to MLflow
-5. **register** it as a new version of `thrnn-<dataset>` and move the `champion` alias only when it is
-   at least as good as the best baseline on next/first-item Recall@20 and MRR@20 and not worse than the
-   champion on Recall@20 and MAE (tolerances are params); no qualifying model: a baseline's lists (`source`)
-6. **score** every user with the champion: top-K items, return time, P(return within 1/7/30 d), churn risk
-7. **publish** `recommendations`, `churn_risk`, `model_runs` (one night replaced atomically)
+5. **register** it as a new version of `thrnn-<dataset>`; it is the night's candidate for `champion`
+   only when it is at least as good as the best baseline on next/first-item Recall@20 and MRR@20 and
+   not worse than the champion on Recall@20 and MAE (tolerances are params); no qualifying model: a
+   baseline's lists (`source`). A backfill (older than the newest published night) is served by its own model
+6. **score** every user with the version decided for the night: top-K items, return time, P(return
+   within 1/7/30 d), churn risk
+7. **publish** `recommendations`, `churn_risk`, `model_runs` (one night replaced atomically, checked
+   before the commit)
 8. **check** the published night (row counts, probability ranges, one row set per user)
+9. **promote**: only now does the `champion` alias move to the night's candidate (never for a backfill);
+   a night that fails before leaves the champion and the tables as they were
 
 Everything of a night lives under `$THRNN_HOME/runs/<dataset>/<D>/`; re-running a night replaces it.
 Task bodies are in `thrnn.pipeline.tasks`; this file only wires them and imports nothing heavy.
@@ -128,7 +133,14 @@ def thrnn_nightly() -> None:
 
         return tasks.check(*_args())
 
-    sessionize() >> validate() >> train() >> evaluate() >> register() >> score() >> publish() >> check()
+    @task
+    def promote() -> dict[str, Any]:
+        from thrnn.pipeline import tasks
+
+        return tasks.promote(*_args())
+
+    (sessionize() >> validate() >> train() >> evaluate() >> register() >> score() >> publish() >> check()
+     >> promote())
 
 
 thrnn_nightly()

@@ -85,7 +85,13 @@ def _night(client, day: str, metrics: dict, value: float, fingerprint: str | Non
     out = R.register_and_gate(client, "thrnn-demo", model_uri=None, run_id=run_id, metrics=metrics,
                               run_date=dt.date.fromisoformat(day), fingerprint=fingerprint or f"fp-{day}",
                               dataset="demo", log_model=log_model, **kw)
+    assert out["champion_after"] == out["champion_before"]  # register never moves the alias
     out["logged"] = len(calls)
+    if out["candidate"] is not None:  # what the night's last task does once it is published and checked
+        moved = R.promote_candidate(client, "thrnn-demo", version=out["candidate"],
+                                    run_date=dt.date.fromisoformat(day), champion_before=out["champion_before"],
+                                    latest_night=None)
+        out["champion_after"] = moved["champion_after"]
     return out
 
 

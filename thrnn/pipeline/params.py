@@ -162,8 +162,9 @@ _OUTPUT_SPECS: dict[str, dict[str, Any]] = {
         "default": False,
         "type": "boolean",
         "title": "Force promotion",
-        "description": "Move the champion alias to the new model whatever its metrics (for "
-        "rollbacks, point the alias back in MLflow instead).",
+        "description": "Make the new model the champion whatever its metrics, once the night is "
+        "published and checked; never for a backfill (a night older than the newest published one). "
+        "For rollbacks, point the alias back in MLflow instead.",
     },
     "neural_baselines": {
         "default": False,

@@ -1,12 +1,16 @@
 """MLflow side of the pipeline: tracking setup, the champion gate, registration and aliases.
 
 One registered model per dataset (``thrnn-<dataset>``). Every nightly model is registered and tagged
-with its metrics and run_date; the alias ``champion`` moves to it only when it is at least as good as
-the best baseline of tonight's split on next-item and first-item Recall@20 and MRR@20 (absolute
-tolerance ``baseline_tolerance``) and not worse than the current champion on Recall@20 and on
-return-time MAE (tolerances configurable; no champion yet counts as not worse), or when promotion is
-forced. When no model qualifies the night publishes the lists of the baseline best on first-item
-Recall@20 (:func:`choose_serving`). Rolling back = pointing the alias at an older version.
+with its metrics and run_date; the gate makes it the night's candidate only when it is at least as
+good as the best baseline of tonight's split on next-item and first-item Recall@20 and MRR@20
+(absolute tolerance ``baseline_tolerance``) and not worse than the current champion on Recall@20 and
+on return-time MAE (tolerances configurable; no champion yet counts as not worse), or when promotion
+is forced. The alias ``champion`` moves to the candidate only in the night's last task, after its
+tables are published and checked (:func:`promote_candidate`), so a night that fails on the way leaves
+the champion where it was. A backfill (a night older than the champion's or than the newest
+published night) is never a candidate and is served by its own model, never by a later night's.
+When no model qualifies the night publishes the lists of the baseline best on first-item Recall@20
+(:func:`choose_serving`). Rolling back = pointing the alias at an older version.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ _EPS = 1e-12
 TAG_RUN_DATE = "run_date"
 TAG_FINGERPRINT = "fingerprint"
 TAG_DATASET = "dataset"
+TAG_CANDIDATE = "candidate_for"  # run date of the night that may make the version champion
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,7 @@ def decide(
     baselines: Mapping[str, Mapping[str, Any]] | None = None,
     baseline_tolerance: float = 0.0,
     new_on_baseline_events: Mapping[str, Any] | None = None,
+    latest_night: dt.date | None = None,
 ) -> GateDecision:
     """Promote when the new model is at least as good as the best baseline and not worse than the champion.
 
@@ -141,18 +147,26 @@ def decide(
     figures for this rule are ``new_on_baseline_events`` (the same events as the baselines) when
     given, else ``new``. Champion: Recall@20 >= champion - recall_tolerance and
     MAE <= champion * (1 + mae_tolerance); a metric the champion lacks does not block, one the new
-    model lacks (or NaN) does; no champion passes. A backfill (new run_date before the champion's)
-    never takes the alias from a later night. ``force`` promotes whatever the figures.
+    model lacks (or NaN) does; no champion passes. A backfill (new run_date before the champion's or
+    before ``latest_night``, the newest published night) never takes the alias from a later night,
+    forced or not; ``below_baseline`` still says how it compares with the baselines. ``force``
+    promotes whatever the figures.
     """
     if recall_tolerance < 0 or mae_tolerance < 0 or baseline_tolerance < 0:
         raise ValueError("tolerances must be >= 0")
     cv = champion_version
-    if force:
-        return GateDecision(True, "forced promotion (force_promote=true)", cv)
     best = best_baselines(baselines)
     versus_baselines = new if new_on_baseline_events is None else new_on_baseline_events
     short = baseline_shortfalls(versus_baselines, best, baseline_tolerance)
     below = tuple(metric for metric, _ in short)
+    if new_run_date and champion is not None and champion_run_date and new_run_date < champion_run_date:
+        return GateDecision(False, f"backfill for {new_run_date}: champion v{cv} is from the later night "
+                                   f"{champion_run_date}", cv, below)
+    if new_run_date and latest_night and new_run_date < latest_night:
+        return GateDecision(False, f"backfill for {new_run_date}: the later night {latest_night} is "
+                                   f"published", cv, below)
+    if force:
+        return GateDecision(True, "forced promotion (force_promote=true)", cv)
     baseline_why = "below the best baseline: " + "; ".join(why for _, why in short) if short else ""
     if champion is None:
         if short:
@@ -160,9 +174,6 @@ def decide(
         passed = f" and at least as good as the best baselines ({_baseline_summary(versus_baselines, best)})" \
             if best else ""
         return GateDecision(True, "first model: no champion yet" + passed, cv)
-    if new_run_date and champion_run_date and new_run_date < champion_run_date:
-        return GateDecision(False, f"backfill for {new_run_date}: champion v{cv} is from the later night "
-                                   f"{champion_run_date}", cv, below)
     new_recall, old_recall = _num(new, RECALL), _num(champion, RECALL)
     new_mae, old_mae = _num(new, MAE), _num(champion, MAE)
     why: list[str] = []
@@ -206,18 +217,30 @@ def choose_serving(
     champion_on_tonight: Mapping[str, Any] | None,
     baselines: Mapping[str, Mapping[str, Any]] | None,
     baseline_tolerance: float = 0.0,
+    backfill: bool = False,
+    below_baseline: tuple[str, ...] = (),
 ) -> Serving:
     """Which model and which list source the night publishes, after the gate.
 
-    Promoted: tonight's ``version`` serves everything. Otherwise the champion serves, unless there is
-    none or its figures on tonight's split (``champion_on_tonight``, from the head-to-head; None =
-    not measured, the champion keeps serving) are below the best baseline by the gate's rule: then
-    recommendations come from :func:`fallback_baseline` and churn_risk from the champion, else from
-    tonight's (registered, not promoted) version.
+    Promoted: tonight's ``version`` serves everything. A backfill is served by its own ``version``
+    (a later night's champion never rewrites an older night): its lists when it is at least as good
+    as the best baseline (``below_baseline`` empty), else :func:`fallback_baseline`'s with churn_risk
+    from ``version``. Otherwise the champion serves, unless there is none or its figures on tonight's
+    split (``champion_on_tonight``, from the head-to-head; None = not measured, the champion keeps
+    serving) are below the best baseline by the gate's rule: then recommendations come from
+    :func:`fallback_baseline` and churn_risk from the champion, else from tonight's (registered, not
+    promoted) version.
     """
     if promoted:
         return Serving(version, None, f"tonight's v{version} is champion")
     fallback = fallback_baseline(baselines)
+    if backfill:
+        if not below_baseline or fallback is None:
+            return Serving(version, None, f"backfill: tonight's v{version} serves its own night (the champion "
+                                          f"alias stays)")
+        return Serving(version, fallback, f"backfill below the best baseline ({', '.join(below_baseline)}): "
+                                          f"recommendations from baseline {fallback}; churn_risk from "
+                                          f"tonight's v{version}")
     if champion_before is None:
         if fallback is None:  # nothing to compare with: the only model there is
             return Serving(version, None, f"no champion and no baseline: tonight's v{version} (not promoted)")
@@ -325,8 +348,13 @@ def register_and_gate(
     head_to_head: Mapping[str, Any] | None = None,
     baselines: Mapping[str, Mapping[str, Any]] | None = None,
     baseline_tolerance: float = 0.0,
+    latest_night: dt.date | None = None,
 ) -> dict[str, Any]:
     """Register tonight's model (or reuse the version of an identical earlier attempt) and apply the gate.
+
+    The alias is left alone: a version the gate promotes becomes the night's ``candidate`` (tag
+    ``candidate_for``), which :func:`promote_candidate` makes champion once the night is published.
+    ``latest_night`` (the newest published night of the dataset) makes an older night a backfill.
 
     ``log_model`` (called with no argument, returns a model URI) is only called when no version exists
     for this night and fingerprint, so a re-run of the same night registers nothing new.
@@ -335,8 +363,9 @@ def register_and_gate(
     champion; otherwise the gate compares with the champion's recorded metrics (another night's test
     split). ``baselines`` (``{name: metrics}`` on tonight's split) are compared with ``metrics``.
     Decision and serving choice are recorded as version tags; a re-run repeats them. Returns
-    ``{"version", "reused", "promoted", "reason", "below_baseline", "champion_before",
-    "champion_after", "run_id", "best_baseline", "serving"}`` (``serving``: :class:`Serving` as a dict).
+    ``{"version", "reused", "promoted", "candidate", "reason", "below_baseline", "champion_before",
+    "champion_after", "run_id", "best_baseline", "serving"}`` (``serving``: :class:`Serving` as a dict;
+    ``champion_after``: the alias after this call, which this call never moves).
     """
     import mlflow
 
@@ -379,12 +408,13 @@ def register_and_gate(
             baselines=baselines,
             baseline_tolerance=baseline_tolerance,
             new_on_baseline_events=metrics,  # the baselines ran on all of tonight's split, like `metrics`
+            latest_night=latest_night,
         )
         if basis and not decision.reason.startswith(("forced", "backfill")):
             decision = GateDecision(decision.promote, decision.reason + basis, decision.champion_version,
                                     decision.below_baseline)
-        if decision.promote:
-            client.set_registered_model_alias(model_name, CHAMPION, str(version))
+        if decision.promote:  # the alias moves in the night's last task, after publish and check
+            client.set_model_version_tag(model_name, str(version), TAG_CANDIDATE, day)
         client.set_model_version_tag(model_name, str(version), "gate", decision.reason[:5000])
         client.set_model_version_tag(model_name, str(version), "promoted", str(decision.promote).lower())
         client.set_model_version_tag(model_name, str(version), "champion_before", str(before_v or ""))
@@ -398,7 +428,9 @@ def register_and_gate(
             and head_to_head.get("champion_version") == cv else None
         serving = choose_serving(version=version, promoted=decision.promote, champion_before=cv,
                                  champion_on_tonight=on_tonight, baselines=baselines,
-                                 baseline_tolerance=baseline_tolerance)
+                                 baseline_tolerance=baseline_tolerance,
+                                 backfill=decision.reason.startswith("backfill"),
+                                 below_baseline=decision.below_baseline)
         client.set_model_version_tag(model_name, str(version), "serving_version", str(serving.version))
         client.set_model_version_tag(model_name, str(version), "serving_baseline", serving.baseline or "")
         client.set_model_version_tag(model_name, str(version), "serving", serving.reason[:5000])
@@ -407,6 +439,7 @@ def register_and_gate(
         "version": version,
         "reused": reused,
         "promoted": decision.promote,
+        "candidate": version if decision.promote else None,
         "reason": decision.reason,
         "below_baseline": list(decision.below_baseline),
         "champion_before": decision.champion_version,
@@ -415,3 +448,40 @@ def register_and_gate(
         "best_baseline": best_baselines(baselines),
         "serving": serving.to_dict(),
     }
+
+
+def promote_candidate(
+    client: Any,
+    model_name: str,
+    *,
+    version: int,
+    run_date: dt.date,
+    champion_before: int | None,
+    latest_night: dt.date | None,
+) -> dict[str, Any]:
+    """Move ``champion`` to the night's candidate ``version``; called once the night is published and
+    checked. Idempotent. The alias stays when the night is a backfill (``latest_night``, the newest
+    published night, or the champion's run date is later) or when the champion is no longer
+    ``champion_before``, the version the gate compared with. Returns ``{"moved", "champion_before",
+    "champion_after", "reason"}``.
+    """
+    current = champion_version(client, model_name)
+    cur_v = int(current.version) if current is not None else None
+    cur_date = (current.tags or {}).get(TAG_RUN_DATE) if current is not None else None
+
+    def out(moved: bool, reason: str) -> dict[str, Any]:
+        return {"moved": moved, "champion_before": cur_v, "champion_after": version if moved else cur_v,
+                "reason": reason}
+
+    if cur_v == version:
+        return out(False, f"v{version} is already champion")
+    if latest_night is not None and run_date < latest_night:
+        return out(False, f"backfill for {run_date}: the later night {latest_night} is published; "
+                          f"the alias stays at v{cur_v}")
+    if cur_date and run_date < dt.date.fromisoformat(cur_date):
+        return out(False, f"backfill for {run_date}: champion v{cur_v} is from the later night {cur_date}")
+    if cur_v != champion_before:
+        return out(False, f"the champion moved from v{champion_before} to v{cur_v} after the gate ran; "
+                          f"the alias stays (re-run register to compare with v{cur_v})")
+    client.set_registered_model_alias(model_name, CHAMPION, str(version))
+    return out(True, f"v{version} is champion (was v{cur_v})")

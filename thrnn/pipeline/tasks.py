@@ -26,7 +26,7 @@ from .settings import PipelineSettings, RunPaths, registered_model_name
 
 log = logging.getLogger(__name__)
 
-STATE_FILES = ("sessionize", "validate", "train", "evaluate", "register", "score", "publish", "check")
+STATE_FILES = ("sessionize", "validate", "train", "evaluate", "register", "score", "publish", "check", "promote")
 HORIZON_COLUMNS = ("p_return_1d", "p_return_7d", "p_return_30d")
 GATE_KEYS = ("recall@5", "recall@10", "recall@20", "mrr@5", "mrr@10", "mrr@20", "first_item_recall@20",
              "first_item_mrr@20", "mae_hours", "mae_hours_mean", "n_targets", "n_gaps")
@@ -86,6 +86,13 @@ def input_paths(params: RunParams, environ: Mapping[str, str] | None = None) -> 
     if not paths:
         raise ValueError("no input: set the DAG param input_paths or THRNN_INPUT_PATHS")
     return paths
+
+
+def latest_night(settings: PipelineSettings, dataset: str) -> dt.date | None:
+    """The newest published night of ``dataset`` in the warehouse (None before the first)."""
+    from .warehouse import connect
+
+    return connect(settings.warehouse).latest_night(dataset)
 
 
 def split_fingerprint(data_dir: Path, cfg: Mapping[str, Any], run_date: dt.date) -> str:
@@ -429,12 +436,15 @@ def _pip_requirements() -> list[str]:
 
 
 def register(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
-    """Register tonight's model, move ``champion`` when the gate allows and choose what the night serves.
+    """Register tonight's model, apply the gate and choose what the night serves; the alias stays.
 
     The gate: at least as good as the best listable baseline of tonight's split (next-item and
     first-item Recall@20 and MRR@20, param ``baseline_tolerance``) and not worse than the champion.
-    ``serving`` (``registry.choose_serving``) says which version scores and whether recommendations
-    come from a baseline instead. Re-runs reuse the version and repeat the recorded choices.
+    A model that passes is the night's ``candidate``; :func:`promote` makes it champion after the
+    night is published and checked. A night older than the newest published one is a backfill: never
+    a candidate, served by its own model. ``serving`` (``registry.choose_serving``) says which version
+    scores and whether recommendations come from a baseline instead. Re-runs reuse the version and
+    repeat the recorded choices.
     """
     paths = settings.run_paths(params.dataset, run_date)
 
@@ -459,18 +469,32 @@ def register(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
             head_to_head=evaluated.get("champion_head_to_head"),
             baselines={n: evaluated.get("baseline_figures", {})[n] for n in evaluated.get("gate_baselines", [])},
             baseline_tolerance=params.baseline_tolerance,
+            latest_night=latest_night(settings, params.dataset),
         )
 
     return save_state(paths, "register", _timed(body))
 
 
+def recorded_serving(register_state: Mapping[str, Any]) -> dict[str, Any]:
+    """The version a night serves, from its register state: ``serving`` when recorded, else (state of an
+    older release) tonight's version when promoted or a backfill, else the champion the gate compared
+    with. Never the alias as it is now: a re-run republishes the night with the model decided for it."""
+    if register_state.get("serving"):
+        return dict(register_state["serving"])
+    own = register_state.get("promoted") or str(register_state.get("reason", "")).startswith("backfill")
+    before = register_state.get("champion_before")
+    version = register_state["version"] if own or before is None else before
+    return {"version": int(version), "baseline": None, "reason": f"v{version} (the night's recorded decision)"}
+
+
 def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
     """Score every user of tonight's split; writes ``<run>/scores/*.parquet``.
 
-    The model is the version register chose (``serving.version``: the champion, or tonight's when
-    there is none), loaded by version so a re-run scores with the same one. churn_risk always comes
-    from it; recommendations too, unless register chose a baseline (``serving.baseline``): then they
-    are that baseline's next-session lists for every user of the split, ``model_version`` NULL.
+    The model is the version register chose for this night (``serving.version``, see
+    :func:`recorded_serving`), loaded by version number so a re-run scores with the same one whatever
+    the alias says now. churn_risk always comes from it; recommendations too, unless register chose a
+    baseline (``serving.baseline``): then they are that baseline's next-session lists for every user
+    of the split, ``model_version`` NULL.
     """
     paths = settings.run_paths(params.dataset, run_date)
 
@@ -487,14 +511,8 @@ def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
         from .warehouse import CHURN_COLUMNS, RECOMMENDATION_COLUMNS, SOURCE
 
         name = registered_model_name(params.dataset)
-        client = registry.setup_mlflow(settings.tracking_uri)
-        serving = load_state(paths, "register").get("serving")
-        if serving is None:  # register state of an older release: the champion serves everything
-            champ = registry.champion_version(client, name)
-            if champ is None:
-                raise RuntimeError(f"registered model {name} has no '{registry.CHAMPION}' alias; "
-                                   f"re-run the register task")
-            serving = {"version": int(champ.version), "baseline": None, "reason": "champion"}
+        registry.setup_mlflow(settings.tracking_uri)
+        serving = recorded_serving(load_state(paths, "register"))
         version, baseline = int(serving["version"]), serving.get("baseline")
         wrapper = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
         split = read_split(paths.data)
@@ -567,8 +585,28 @@ def model_run_row(paths: RunPaths, params: RunParams, run_date: dt.date) -> dict
     return row
 
 
+def _check_night(paths: RunPaths, params: RunParams, run_date: dt.date) -> Callable[[Any], dict[str, int]]:
+    """The published-night contract of this night, as a function of a warehouse reader."""
+    from .checks import check_published
+
+    scored = load_state(paths, "score")
+
+    def verify(wh: Any) -> dict[str, int]:
+        return check_published(wh, params.dataset, run_date,
+                               expected_users=scored["users"], top_k=params.top_k,
+                               risk_thresholds=params.risk_thresholds, horizons_hours=params.horizons_hours,
+                               expected_recommendation_users=scored.get("recommendation_users"),
+                               expected_source=scored.get("recommendations_source"))
+
+    return verify
+
+
 def publish(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
-    """Replace the night in the warehouse (recommendations, churn_risk, model_runs) in one transaction."""
+    """Replace the night in the warehouse (recommendations, churn_risk, model_runs) in one transaction.
+
+    The night's contract (:func:`check`'s) runs inside the transaction before the commit: a night
+    that breaks it is never visible and the previous rows stay.
+    """
     paths = settings.run_paths(params.dataset, run_date)
 
     def body() -> dict[str, Any]:
@@ -582,7 +620,7 @@ def publish(settings: PipelineSettings, params: RunParams, run_date: dt.date) ->
             W.MODEL_RUNS: pd.DataFrame([model_run_row(paths, params, run_date)], columns=W.MODEL_RUN_COLUMNS),
         }
         wh = W.connect(settings.warehouse)
-        counts = wh.publish(params.dataset, run_date, frames)
+        counts = wh.publish(params.dataset, run_date, frames, verify=_check_night(paths, params, run_date))
         return {"warehouse": settings.to_dict()["warehouse_url"], "rows": counts}
 
     return save_state(paths, "publish", _timed(body))
@@ -594,13 +632,34 @@ def check(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
 
     def body() -> dict[str, Any]:
         from . import warehouse as W
-        from .checks import check_published
 
-        scored = load_state(paths, "score")
-        return check_published(W.connect(settings.warehouse), params.dataset, run_date,
-                               expected_users=scored["users"], top_k=params.top_k,
-                               risk_thresholds=params.risk_thresholds, horizons_hours=params.horizons_hours,
-                               expected_recommendation_users=scored.get("recommendation_users"),
-                               expected_source=scored.get("recommendations_source"))
+        return _check_night(paths, params, run_date)(W.connect(settings.warehouse))
 
     return save_state(paths, "check", _timed(body))
+
+
+def promote(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+    """The night's last task: move ``champion`` to the night's candidate once the night is published and
+    checked. No candidate, a backfill (a later night is published) or a champion that moved since the
+    gate: the alias stays (``registry.promote_candidate``)."""
+    paths = settings.run_paths(params.dataset, run_date)
+
+    def body() -> dict[str, Any]:
+        from . import registry
+
+        published = paths.state / "publish.json"
+        checked = paths.state / "check.json"
+        if not published.exists() or not checked.exists() or checked.stat().st_mtime < published.stat().st_mtime:
+            raise RuntimeError(f"{paths.root}: publish and then check must succeed before promote")
+        reg = load_state(paths, "register")
+        candidate = reg.get("candidate", reg["version"] if reg.get("promoted") else None)
+        if candidate is None:
+            return {"moved": False, "candidate": None, "reason": "no candidate: the gate kept the champion"}
+        client = registry.setup_mlflow(settings.tracking_uri)
+        out = registry.promote_candidate(client, registered_model_name(params.dataset), version=int(candidate),
+                                         run_date=run_date, champion_before=reg.get("champion_before"),
+                                         latest_night=latest_night(settings, params.dataset))
+        log.info("promote %s: %s", run_date, out["reason"])
+        return {"candidate": int(candidate), **out}
+
+    return save_state(paths, "promote", _timed(body))
