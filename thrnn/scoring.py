@@ -172,6 +172,13 @@ def score_users(
         for col in ["expected_return_hours", "median_return_hours", "p_no_return",
                     *[horizon_column(hz) for hz in horizons_hours], "churn_risk"]:
             churn[col] = nan
+    if model.temporal:  # NaN is by design only without a time head; never write a broken law's output
+        bad = {col: int((~np.isfinite(churn[col].to_numpy(dtype=np.float64))).sum())
+               for col in churn_columns(tuple(horizons_hours))[3:]}
+        bad = {col: n for col, n in bad.items() if n}
+        if bad:
+            raise ValueError(f"score_users: non-finite (NaN or inf) values from the {cfg.model} model: "
+                             + ", ".join(f"{col} {n} of {n_users} users" for col, n in bad.items()))
     return recs.reset_index(drop=True), churn[churn_columns(tuple(horizons_hours))]
 
 

@@ -178,8 +178,9 @@ class _Trainer:
         state.push(u, torch.nan_to_num(rep.detach().float()), self.buckets[rows], u_cpu)
         return torch.stack([loss, loss_rec, loss_time, loss_first]).detach(), ok
 
-    def epoch(self, batches: list[torch.Tensor], epoch: int, progress: bool) -> dict[str, Any]:
-        """One pass over ``batches`` (CPU row tensors) from empty FIFOs."""
+    def epoch(self, batches: list[torch.Tensor], epoch: int, progress: bool, bad_before: int = 0) -> dict[str, Any]:
+        """One pass over ``batches`` (CPU row tensors) from empty FIFOs. ``bad_before``: steps skipped
+        earlier in the run; ``cfg.max_bad_steps`` bounds the run's total, not each epoch's."""
         cfg, model = self.cfg, self.model
         seed = _epoch_seed(cfg.seed, epoch)
         seed_everything(seed)
@@ -207,12 +208,12 @@ class _Trainer:
             else:
                 bad += 1
                 self.optimizer.zero_grad(set_to_none=True)
-                log.warning("epoch %d batch %d: non-finite loss or gradient, step skipped (%d so far)",
-                            epoch + 1, i, bad)
-                if bad > cfg.max_bad_steps:
+                log.warning("epoch %d batch %d: non-finite loss or gradient, step skipped (%d in this run)",
+                            epoch + 1, i, bad_before + bad)
+                if bad_before + bad > cfg.max_bad_steps:
                     raise FloatingPointError(
-                        f"{bad} steps with a non-finite loss or gradient in epoch {epoch + 1} "
-                        f"(max_bad_steps={cfg.max_bad_steps}); lower lr or set grad_clip")
+                        f"{bad_before + bad} steps with a non-finite loss or gradient in this run ({bad} in "
+                        f"epoch {epoch + 1}) (max_bad_steps={cfg.max_bad_steps}); lower lr or set grad_clip")
             bar.update(k)
             if progress and i % 20 == 0 and weight:
                 bar.set_postfix(loss=f"{float(sums[0]) / weight:.4f}")
@@ -220,7 +221,8 @@ class _Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
-        means = (sums / max(weight, 1)).tolist()
+        # an epoch whose every step was skipped learned nothing: no loss, not 0.0
+        means = (sums / weight).tolist() if weight else [math.nan] * 4
         return {
             "epoch": epoch + 1,
             "loss": means[0],
@@ -303,6 +305,7 @@ def _train(data: SessionData, run_dir: Path, cfg: TrainConfig, device: torch.dev
         "train_targets": data.n_targets(train_mask),
         "untrained_items": int((data.item_train_count[1:] == 0).sum()),
         "epochs": [],
+        "bad_steps": 0,  # skipped non-finite steps of the whole run (kept across --resume)
     }
     best: dict[str, Any] = {"score": -math.inf, "epoch": None, "state": None}
     start_epoch = 0
@@ -318,9 +321,12 @@ def _train(data: SessionData, run_dir: Path, cfg: TrainConfig, device: torch.dev
         log.info("resuming %s after epoch %d", run_dir, start_epoch)
     elif resume:
         log.info("no %s in %s: training from scratch", CHECKPOINT_FILE, run_dir)
+    # checkpoints of an older release only counted per epoch
+    history.setdefault("bad_steps", sum(int(e.get("bad_steps") or 0) for e in history["epochs"]))
     stale = 0
     for epoch in range(start_epoch, cfg.epochs):
-        record = trainer.epoch(batches, epoch, progress)
+        record = trainer.epoch(batches, epoch, progress, bad_before=int(history["bad_steps"]))
+        history["bad_steps"] = int(history["bad_steps"]) + int(record["bad_steps"])
         if val.any():
             record.update(validate(model, data, cfg, val, device))
             score = record["val_recall@20"]
