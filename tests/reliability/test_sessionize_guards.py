@@ -100,7 +100,7 @@ def test_the_cli_exits_2_with_one_line_for_a_truncated_gzip(truncated, tmp_path)
 
 @pytest.mark.parametrize("option", [
     ["--max-bad-fraction", "nan"], ["--max-bad-fraction", "inf"], ["--max-bad-fraction", "1.5"],
-    ["--session-gap-seconds", "nan"], ["--session-gap-seconds", "-inf"], ["--session-gap-seconds", "0"],
+    ["--session-gap-seconds", "nan"], ["--session-gap-seconds", "inf"], ["--session-gap-seconds", "0"],
     ["--train-fraction", "nan"],
 ])
 def test_cli_floats_must_be_finite_and_in_range_before_spark_starts(option, monkeypatch, capsys, tmp_path):
