@@ -9,7 +9,12 @@
 - ``mae_hours`` (median prediction), ``mae_hours_mean`` (mean prediction given a return within the
   cut-off), ``n_gaps``, ``mae_hours_by_bucket`` / ``mae_hours_mean_by_bucket`` (lists of
   ``{upper_hours, count, share, mae_hours}``) and ``mean_no_return_prob``; time figures are None for
-  models without a time head (bucket counts and shares are still given).
+  models without a time head (bucket counts and shares are still given);
+- for models that predict a law of each gap (THRNN, the shrunk log-normal baseline): ``nll_per_gap``
+  (nats, hours axis), ``coverage_q10/q50/q90`` (share of gaps at or below the predicted quantile) and,
+  per horizon L in 1d/7d/30d, ``brier_L``, ``ece_L``, ``base_rate_L``, ``mean_p_L``, ``n_L`` of
+  P(gap <= L) against what happened, plus ``reliability`` (the bins of the reliability diagram);
+  ``thrnn.calibration`` defines each figure.
 
 Every model and baseline goes through :func:`metrics_from_predictions`, so they share one protocol.
 """
