@@ -202,7 +202,7 @@ def test_cli_writes_all_baselines_deterministically(tmp_path):
             m.pop("fit_seconds")
         outs.append(res)
     assert outs[0] == outs[1]
-    assert set(outs[0]) == {"most_popular", "markov1", "median_global", "median_user", "hawkes", "repeat_last",
+    assert set(outs[0]) == {"most_popular", "markov1", "median_global", "median_user", "lognormal_user", "hawkes", "repeat_last",
                             "user_recency", "user_decay", "user_markov1", "blend", "sknn"}
     assert set(outs[0]["blend"]["params"]) == {"next", "first"} and "validation" in outs[0]["sknn"]
     assert outs[0]["markov1"]["n_targets"] == 3 and outs[0]["hawkes"]["n_gaps"] == 1
