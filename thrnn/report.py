@@ -142,7 +142,8 @@ def markdown_report(results: Mapping[str, Mapping[str, Any]], title: str = "Eval
     if _reliability(results):
         lines += ([""] if dist else []) + [f"![Reliability diagram]({RELIABILITY_PLOT})"]
     buckets = _buckets(results)
-    timed = [n for n, m in results.items() if m.get("mae_hours") is not None]
+    # a model's figures may come without buckets (e.g. kept from an earlier benchmark run)
+    timed = [n for n, m in results.items() if m.get("mae_hours") is not None and m.get("mae_hours_by_bucket")]
     if buckets and timed:
         head = ["gap ≤ (h)", "count", "share"] + [f"{n} MAE (h)" for n in timed]
         lines += ["", "## MAE of the median prediction by true-gap bucket", "",
@@ -187,7 +188,7 @@ def _mae_plot(results: Mapping[str, Mapping[str, Any]], path: Path) -> None:
         ax.set_zorder(ax2.get_zorder() + 1)
         ax.patch.set_visible(False)
     for name, m in results.items():
-        if m.get("mae_hours") is None:
+        if m.get("mae_hours") is None or not m.get("mae_hours_by_bucket"):
             continue
         ys = [b["mae_hours"] if b["mae_hours"] is not None else float("nan") for b in m["mae_hours_by_bucket"]]
         ax.plot(range(len(ys)), ys, marker="o", ms=3, label=f"{name} ({m['mae_hours']:.1f} h)")
