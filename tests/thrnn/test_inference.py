@@ -64,7 +64,7 @@ def _reference(model, cfg, data, final=None):
                 ranks.extend(ranks_from_scores(scores, items[1:]).tolist())
                 if not bool(data.is_continuation[r]):
                     first.extend(ranks_from_scores(model.full_scores(model.first_out(h[None])), items[:1]).tolist())
-                if bool(data.time_mask[r]):
+                if bool(data.time_mask[r]) and not model.lognormal:
                     a_values.append(float(model.time_head(h[None])))
             fifo.append((outs[n - 2], int(buckets[r])))
             if final is not None:

@@ -138,3 +138,36 @@ def test_scoring_a_history_with_a_smaller_catalogue_than_the_model(tmp_path):
     masked, _ = score_users(model, small, cfg.replace(mask_untrained_items=True), run_date=dt.date(2030, 1, 1),
                             top_k=top)
     assert not masked[C.ITEM_ID].isin([0, top]).any()
+
+
+def test_lognormal_churn_figures_follow_the_fitted_no_return_law(tmp_path):
+    from thrnn.churn import ChurnLaw, fit_no_return
+    from thrnn.inference import time_covariates
+
+    split = tiny_split(n_users=6, n_items=10, seed=11)
+    cfg = config_for("lastfm", "thrnn", item_embedding=8, epochs=2, batch_size=3, device="cpu", history_sessions=3)
+    assert cfg.time_head == "lognormal"
+    train_sessions(load_sessions(split), tmp_path, cfg, progress=False)
+    model, cfg = load_run(tmp_path)
+    data = load_sessions(split)
+    last_event = pd.concat([split.train, split.test]).groupby(C.USER_ID)[C.EVENT_TIME].max()
+    run_date = (last_event.max() + pd.Timedelta(days=20)).date()
+    _, churn = score_users(model, split, cfg, run_date=run_date)
+    # the law of each user from the reference state after the last session and the covariates after it
+    final: dict = {}
+    with torch.no_grad():
+        _reference(model, cfg, data, final)
+        after = time_covariates(model, data, cfg)
+        last = data.last_rows(torch.ones(data.n_sessions, dtype=torch.bool))
+        h = torch.stack([final[u]["h"] for u in range(split.n_users)])
+        law = model.time_law(h, after[last]).to(torch.float64)
+    e = torch.as_tensor(churn["elapsed_hours"].to_numpy())
+    p0 = fit_no_return(law.log_survival(e).numpy(), int(data.time_mask.sum()))
+    assert 0 < p0 < 1  # every user has been away 20 days or more: some of that is explained by never
+    cl = ChurnLaw(law, p0)
+    for hz, col in ((24, "p_return_1d"), (168, "p_return_7d"), (720, "p_return_30d")):
+        np.testing.assert_allclose(churn[col], cl.return_within(e, hz).numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(churn["p_no_return"], cl.never(e).numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(churn["churn_risk"], 1 - churn["p_return_30d"])
+    assert (churn["median_return_hours"] >= churn["elapsed_hours"].clip(upper=cfg.time_cutoff_hours)).all()
+    assert churn[churn_columns()[3:]].notna().all().all()

@@ -28,7 +28,6 @@ from thrnn.config import TIME_HEADS
 from thrnn.models.lognormal_time import LogNormalMixture, LogNormalMixtureHead, censored_nll
 from thrnn.models.mixture import FIRST_INIT, NEXT_INIT, MixtureGate, mixture_log_prob, mixture_probs
 from thrnn.time_model import RmtppLaw, TimeHead
-from thrnn.time_model import nll as rmtpp_nll
 
 TimeLaw = LogNormalMixture | RmtppLaw
 
@@ -247,15 +246,14 @@ class HierarchicalGRU(nn.Module):
     def time_law(self, h: torch.Tensor, covariates: torch.Tensor | None = None) -> TimeLaw:
         return self.law_of(self.time_params(h, covariates))
 
-    def time_loss(self, h: torch.Tensor, covariates: torch.Tensor | None, hours: torch.Tensor,
+    def time_loss(self, h: torch.Tensor, covariates: torch.Tensor, hours: torch.Tensor,
                   censored: torch.Tensor) -> torch.Tensor:
-        """Per-gap loss (B,): the mixture's censored NLL in log-hours, or RMTPP's NLL on its model axis
-        (``hours`` clipped at the bound, no censoring: the paper's loss)."""
-        if self.lognormal:
-            with torch.autocast(device_type=h.device.type, enabled=False):
-                return censored_nll(self.time_head(h.float(), covariates.float()), hours.float(), censored)
-        eps, unit = self.time_axis
-        return rmtpp_nll(self.time_a(h), self.time_head.w, (hours.float() / unit) ** eps)
+        """Per-gap censored NLL (B,) of the log-normal head in log-hours (RMTPP's loss is
+        :func:`thrnn.time_model.nll` on its own model axis)."""
+        if not self.lognormal:
+            raise RuntimeError("time_loss is the log-normal head's loss; this model has an RMTPP head")
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return censored_nll(self.time_head(h.float(), covariates.float()), hours.float(), censored)
 
     @staticmethod
     def full_scores(logits: torch.Tensor) -> torch.Tensor:
