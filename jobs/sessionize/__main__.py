@@ -9,9 +9,11 @@ package with ``--py-files``, e.g. a zip of ``jobs/``)::
     spark-submit --master 'local[2]' jobs/sessionize/__main__.py --format reddit \
         --input reddit_data.csv --output /data/reddit
 
-Exit status 0 on success (the stats are printed as JSON), 2 on bad arguments or unreadable input
-(one line naming the file), 3 when the job refuses to publish (too many malformed rows, nothing left
-after the rules). When this command starts Spark itself, Spark's own (JVM) log goes to a file
+Exit status 0 on success (the stats are printed as JSON), 2 on bad arguments, unreadable input (one
+line naming the file, or the column of a Parquet input that is missing or of the wrong type) or an
+output folder that cannot be written (no permission, no space; the previous output stays), 3 when the
+job refuses to publish (no data rows, every valid row after the run date, too many malformed rows,
+nothing left after the rules). When this command starts Spark itself, Spark's own (JVM) log goes to a file
 (``--spark-log``), so a failing task's Java traces never flood the terminal.
 """
 
@@ -31,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (spark-submit jobs/sessionize/__main__.py): find `jobs`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from jobs.sessionize.io import InputError
+from jobs.sessionize.io import InputError, check_path_text
 from jobs.sessionize.job import DEFAULT_GAP_SECONDS, FORMATS, EventsOptions, SessionizeError, run
 from jobs.sessionize.transforms import SessionRules
 
@@ -170,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
             "header": args.header,
             "column_names": tuple(args.column_names.split(",")) if args.column_names else None,
         }
+    try:
+        for path in args.inputs:
+            check_path_text("--input", path)
+        check_path_text("--output", args.output)
+    except ValueError as exc:
+        parser.error(str(exc))
     if not 0.0 <= args.max_bad_fraction <= 1.0:
         parser.error(f"--max-bad-fraction must be in [0, 1], got {args.max_bad_fraction}")
     try:

@@ -11,6 +11,7 @@ a crash midway leaves the previous output untouched.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -36,7 +37,40 @@ log = logging.getLogger(__name__)
 
 
 class InputError(ValueError):
-    """An input cannot be read as asked (missing path, bad header, missing column)."""
+    """An input cannot be read as asked (missing path, bad header, missing or retyped column)."""
+
+
+class OutputError(ValueError):
+    """The output folder cannot be written (no permission, no space, a file in the way)."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_path_text(what: str, path: str) -> None:
+    """Refuse a path holding NUL or another control character: the OS cuts a path at NUL, Hadoop and
+    the shell read line breaks as separators, so such a path never names what its author meant."""
+    if _CONTROL.search(path):
+        raise ValueError(f"{what} {path!r} holds a control character (NUL, line break, ...)")
+
+
+# Parquet column types the events reader can read as a key or a time (a column compared as a string)
+_KEY_TYPES = ("string", "varchar", "char", "tinyint", "smallint", "int", "bigint")
+_TIME_TYPES = (*_KEY_TYPES, "float", "double", "decimal", "timestamp", "timestamp_ntz")
+
+
+def _check_types(path: str, df: DataFrame, roles: dict[str, str]) -> None:
+    """A clear error naming the column when a Parquet column has a type its role cannot hold (e.g. a
+    boolean or date time column); otherwise every row would be quarantined with no word on why."""
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    for column, role in roles.items():
+        kind = types[column].split("(")[0]
+        allowed = _TIME_TYPES if role == "time" else _KEY_TYPES
+        if kind not in allowed:
+            raise InputError(
+                f"input {path!r}: {role} column {column!r} has type {types[column]}; expected one of "
+                f"{', '.join(allowed)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -85,6 +119,22 @@ def read_failure(exc: BaseException) -> InputError | None:
     cause = _CAUSE.search(text)
     why = cause.group(1).strip() if cause else text.strip().splitlines()[0][:200]
     return InputError(f"cannot read input file {_display(uri)}: {why}")
+
+
+# Spark's (JVM) messages for an output it could not write
+_WRITE_FAILURE = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system")
+
+
+def write_failure(exc: BaseException, output: Path) -> OutputError | None:
+    """An :class:`OutputError` naming ``output`` when ``exc`` is a failed write for lack of space (from
+    Spark or from Python); None for any other failure."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                                  errno.EPERM):
+        return OutputError(f"cannot write the output folder {output}: {exc.strerror or exc}")
+    found = _WRITE_FAILURE.search(str(exc))
+    if found is None:
+        return None
+    return OutputError(f"cannot write the output folder {output}: {found.group(0)}")
 
 
 def list_input_files(spark: SparkSession, inputs: list[str], input_format: str = "text") -> list[InputFile]:
@@ -140,15 +190,18 @@ def read_text_lines(spark: SparkSession, inputs: list[str], files: list[InputFil
 
 
 def read_parquet_rows(
-    spark: SparkSession, inputs: list[str], files: list[InputFile], columns: list[str]
+    spark: SparkSession, inputs: list[str], files: list[InputFile], roles: dict[str, str]
 ) -> DataFrame:
-    """Rows of Parquet inputs (only ``columns``) with file_idx, block_start, row_in_block."""
+    """Rows of Parquet inputs (only the columns of ``roles``: column -> user, item, time or item name)
+    with file_idx, block_start, row_in_block. Other columns are ignored."""
+    columns = list(roles)
     frames = []
     for path in inputs:
         df = spark.read.parquet(path)
         missing = [c for c in columns if c not in df.columns]
         if missing:
             raise InputError(f"input {path!r} lacks column(s) {missing}; it has {df.columns}")
+        _check_types(path, df, roles)
         frames.append(_with_origin(df.select(*columns), files))
     rows = frames[0]
     for frame in frames[1:]:
@@ -204,18 +257,29 @@ def staging_dir(output: Path) -> Iterator[Path]:
     The swap is two renames on one file system: the old output is moved aside, the new one in, then
     the old one deleted. Readers see the old folder or the new one, never a half-written one.
     """
-    output.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:12]
     staging = output.parent / f"{output.name}.staging-{token}"
-    staging.mkdir()
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as exc:  # before any work: say which folder, not a traceback
+        raise OutputError(f"cannot create the output folder {output}: {exc.strerror or exc}") from exc
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     old = output.parent / f"{output.name}.old-{token}"
-    if output.exists():
-        os.rename(output, old)
-    os.rename(staging, output)
+    moved = False
+    try:
+        if output.exists():
+            os.rename(output, old)
+            moved = True
+        os.rename(staging, output)
+    except OSError as exc:  # the previous output stays (moved back when it was moved aside)
+        if moved:
+            os.rename(old, output)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(f"cannot publish the output folder {output}: {exc.strerror or exc}") from exc
     shutil.rmtree(old, ignore_errors=True)
     log.info("published %s", output)

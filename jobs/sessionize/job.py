@@ -143,8 +143,10 @@ def _parse(
     """Parsed rows (PARSED_SCHEMA), the input files, and whether line 1 of every file is a header."""
     if fmt == "events" and _resolve_input_format(options, inputs) == "parquet":
         files = io.list_input_files(spark, inputs, "parquet")
-        cols = [c for c in (options.user_col, options.item_col, options.time_col, options.item_name_col) if c]
-        rows = io.read_parquet_rows(spark, inputs, files, list(dict.fromkeys(cols)))
+        roles = {options.user_col: "user", options.item_col: "item", options.time_col: "time"}
+        if options.item_name_col:
+            roles.setdefault(options.item_name_col, "item name")
+        rows = io.read_parquet_rows(spark, inputs, files, roles)
         parsed = T.parse_rows(
             rows, options.user_col, options.item_col, options.time_col, options.item_name_col
         )
@@ -201,6 +203,9 @@ def run(
     gap = float(session_gap_seconds) if session_gap_seconds is not None else DEFAULT_GAP_SECONDS[fmt]
     rules = T.SessionRules(**{**asdict(rules or T.SessionRules()), "session_gap_seconds": gap})
     day = _as_date(run_date)
+    for path in inputs:
+        io.check_path_text("input", path)
+    io.check_path_text("output", str(output))
     out = io.local_path(output)
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
@@ -209,11 +214,13 @@ def run(
     try:
         return _run(spark, fmt, inputs, out, day, gap, rules, options, max_bad_fraction, started)
     except Exception as exc:
-        failure = io.read_failure(exc)
+        if isinstance(exc, (io.InputError, io.OutputError, SessionizeError)):
+            raise
+        failure = io.read_failure(exc) or io.write_failure(exc, out)
         if failure is None:
             raise
         # one line for the operator; Spark's Java trace only in the debug log
-        log.debug("Spark failed to read an input", exc_info=True)
+        log.debug("Spark failed to read an input or write the output", exc_info=True)
         raise failure from exc
 
 
@@ -243,7 +250,7 @@ def _run(
             log.info("%d raw rows: %d quarantined %s, %d after the run date", counts["raw_rows"],
                      counts["quarantined_rows"], {k: v for k, v in counts["quarantine_reasons"].items() if v},
                      counts["excluded_after_run_date"])  # fmt: skip
-            _check_bad_fraction(counts, max_bad_fraction, marked, files)
+            _check_bad_fraction(counts, max_bad_fraction, marked, files, day)
         with progress.phase("write quarantine"):
             source = T.lookup(io.source_files(files), F.col(S.FILE_IDX)).alias(C.SOURCE_FILE)
             quarantine = marked.where(F.col(C.REASON).isNotNull()).select("*", source)
@@ -322,11 +329,20 @@ def _row_counts(marked: DataFrame) -> dict[str, Any]:
 
 
 def _check_bad_fraction(
-    counts: dict[str, Any], max_bad_fraction: float, marked: DataFrame, files: list[io.InputFile]
+    counts: dict[str, Any], max_bad_fraction: float, marked: DataFrame, files: list[io.InputFile],
+    day: dt.date | None = None,
 ) -> None:
     raw, bad = counts["raw_rows"], counts["quarantined_rows"]
     if raw == 0:
         raise SessionizeError(f"the inputs hold no data rows ({len(files)} file(s))")
+    after = counts["excluded_after_run_date"]
+    if day is not None and after and raw == bad + after:
+        # said at once, and as what it is: "no sessions left after the rules" hides a wrong run date
+        first = marked.where(F.col(T.EXCLUDED)).agg(F.min(S.TS_US)).first()[0]
+        raise SessionizeError(
+            f"all {after} valid rows of the inputs are after the run date {day} (the earliest at "
+            f"{dt.datetime.fromtimestamp(first / 1e6, dt.UTC):%Y-%m-%dT%H:%M:%SZ}); nothing to sessionize"
+        )
     fraction = bad / raw
     counts["bad_fraction"] = fraction
     if fraction > max_bad_fraction:

@@ -293,6 +293,19 @@ def _check(name: str, value: Any, spec: Mapping[str, Any]) -> None:
             _check_scalar(f"{name}[{i}]", v, spec["items"])
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_input_path(name: str, path: str) -> None:
+    """A raw input path given at trigger time: no control characters (the OS cuts a path at NUL; Spark
+    and the shell split at line breaks) and no ``..`` component (a path that climbs out of where it
+    seems to point is a mistake or an attack, never what a night needs: give the plain path)."""
+    if _CONTROL.search(path):
+        raise ParamError(f"param {name!r} must not hold control characters (NUL, line breaks, ...), got {path!r}")
+    if ".." in re.split(r"[/\\]", path.split("://", 1)[-1]):
+        raise ParamError(f"param {name!r} must not hold '..' path components, got {path!r}")
+
+
 def validate_params(raw: Mapping[str, Any] | None) -> RunParams:
     """Check every param (unknown names too) and return them typed; raises :class:`ParamError`."""
     raw = dict(raw or {})
@@ -321,6 +334,8 @@ def validate_params(raw: Mapping[str, Any] | None) -> RunParams:
             values[name] = int(values[name])
     for name in ("max_bad_fraction", "recall_tolerance", "baseline_tolerance", "mae_tolerance"):
         values[name] = float(values[name])
+    for i, path in enumerate(values["input_paths"]):
+        _check_input_path(f"input_paths[{i}]", path)
     values["input_paths"] = tuple(values["input_paths"])
     values["horizons_hours"] = tuple(horizons)
     values["risk_thresholds"] = (low, high)
