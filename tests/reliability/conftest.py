@@ -20,12 +20,12 @@ if PG_CTL:
 
 @pytest.fixture
 def tiny_fs(tmp_path) -> Iterator[Path]:
-    """A 2 MiB tmpfs: a real "No space left on device" (root only; skips where mounting is refused)."""
+    """An 8 MiB tmpfs: a real "No space left on device" (root only; skips where mounting is refused)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mount = tmp_path / "tiny"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
                           capture_output=True, text=True)
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")

@@ -1,4 +1,5 @@
-"""The warehouse under failure: killed DuckDB publishers, a night refused before its commit, readers."""
+"""The warehouse under failure: killed DuckDB and PostgreSQL publishers, a folder that cannot be written,
+a full disk, a night refused before its commit, readers."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 from tests.pipeline.helpers import night_frames
 from thrnn.pipeline import warehouse as W
 from thrnn.pipeline.checks import ContractError, check_published
+
+from .conftest import fill, read_only
 
 REPO = Path(__file__).resolve().parents[2]
 D1, D2, D3 = dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)
@@ -144,3 +147,83 @@ def test_postgres_readers_see_a_new_night_at_their_next_statement(request):
         assert reader.execute(newest).fetchone()[0] == D1
         wh.publish("demo", D2, night_frames(D2))
         assert reader.execute(newest).fetchone()[0] == D2  # same connection, next statement
+
+
+# --- a warehouse folder that cannot be written --------------------------------------------------------------
+def _same_nights(wh: W.Warehouse, before: dict[str, pd.DataFrame]) -> None:
+    for table, frame in before.items():
+        pd.testing.assert_frame_equal(wh.read_night(table, "demo", D1), frame)
+    assert wh.latest_night("demo") == D1
+
+
+def test_a_read_only_warehouse_folder_fails_the_publish_and_keeps_the_night(tmp_path):
+    path = tmp_path / "wh" / "warehouse.duckdb"
+    wh = W.connect(f"duckdb://{path}")
+    wh.publish("demo", D1, night_frames(D1))
+    before = {t: wh.read_night(t, "demo", D1) for t in W.TABLE_COLUMNS}
+    with read_only(path.parent), pytest.raises(
+            W.PublishError, match=rf"^cannot publish demo {D2} to {path}: .*(Operation not permitted|Permission denied)"):
+        wh.publish("demo", D2, night_frames(D2, version=2))
+    _same_nights(wh, before)
+    assert _staging(path) == []
+    wh.publish("demo", D2, night_frames(D2, version=2))  # once writable again, the night goes through
+    assert wh.latest_night("demo") == D2
+
+
+def test_a_full_disk_fails_the_publish_and_keeps_the_night(tiny_fs):
+    path = tiny_fs / "warehouse.duckdb"
+    wh = W.connect(f"duckdb://{path}")
+    wh.publish("demo", D1, night_frames(D1))
+    before = {t: wh.read_night(t, "demo", D1) for t in W.TABLE_COLUMNS}
+    fill(tiny_fs, leave=path.stat().st_size // 2)  # no room for the staging copy
+    with pytest.raises(W.PublishError, match=rf"^cannot publish demo {D2} to {path}: .*No space left on device"):
+        wh.publish("demo", D2, night_frames(D2, version=2))
+    assert _staging(path) == []
+    (tiny_fs / "filler").unlink()
+    _same_nights(wh, before)
+
+
+# --- a PostgreSQL publisher killed inside its transaction ---------------------------------------------------
+# SIGKILL at three points of the transaction: after the DDL and migrations, in the middle of a COPY,
+# and after every row is written (in the check before the commit)
+KILLED_PG_PUBLISHER = """
+import datetime as dt, os, signal, sys
+sys.path.insert(0, {repo!r})
+from tests.pipeline.helpers import night_frames
+from thrnn.pipeline import warehouse as W
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+point, verify = {point!r}, None
+if point == "migrate":
+    W.migrate = die
+elif point == "copy":
+    rows = W._python_rows
+    def half(frame):
+        out = rows(frame)
+        yield from out[: len(out) // 2]
+        die()
+    W._python_rows = half
+else:
+    verify = die
+day = dt.date(2026, 1, 1)
+W.connect({url!r}).publish("demo", day, night_frames(day, version=2, users=("u1", "u2", "u3")), verify=verify)
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("point", ["migrate", "copy", "verify"])
+def test_a_postgres_publisher_killed_in_its_transaction_leaves_the_previous_night(request, point):
+    url = request.getfixturevalue("pg_url")
+    wh = W.connect(url)
+    wh.publish("demo", D1, night_frames(D1, version=1))
+    before = {t: wh.read_night(t, "demo", D1) for t in W.TABLE_COLUMNS}
+    killed = subprocess.run([sys.executable, "-c", KILLED_PG_PUBLISHER.format(repo=str(REPO), url=url, point=point)],
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    _same_nights(wh, before)
+    # the server rolled the dead session back and freed its lock: the next publisher is not blocked
+    done = subprocess.run([sys.executable, "-c", KILLED_PG_PUBLISHER.format(repo=str(REPO), url=url, point="none")
+                           .replace("verify = die", "verify = None")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(wh.read_night(W.CHURN_RISK, "demo", D1)["user_key"]) == ["u1", "u2", "u3"]
+    assert set(wh.read_night(W.CHURN_RISK, "demo", D1)["model_version"]) == {2}

@@ -101,7 +101,8 @@ RELAXED_COLUMNS: dict[str, list[str]] = {RECOMMENDATIONS: ["model_version"]}
 
 
 class PublishError(RuntimeError):
-    """The frames to publish do not fit the tables (the message says which column/row)."""
+    """The frames to publish do not fit the tables (the message says which column/row), or the DuckDB
+    file cannot be written (no permission, no space); the published nights stay as they were."""
 
 
 def schema_statements(parts: Sequence[str] = ("ddl", "views")) -> list[str]:
@@ -270,6 +271,17 @@ class DuckDBWarehouse(Warehouse):
 
     def publish(
         self, dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame], verify: Verify | None = None
+    ) -> dict[str, int]:
+        import duckdb
+
+        try:
+            return self._publish(dataset, run_date, frames, verify)
+        except (OSError, duckdb.IOException) as exc:
+            # no permission, no space: say which warehouse and night (the live file is untouched)
+            raise PublishError(f"cannot publish {dataset} {run_date} to {self.path}: {exc}") from exc
+
+    def _publish(
+        self, dataset: str, run_date: dt.date, frames: Mapping[str, pd.DataFrame], verify: Verify | None
     ) -> dict[str, int]:
         import duckdb
 
