@@ -192,3 +192,17 @@ def test_report_table_without_reliability_and_link_without_table():
     md = markdown_report({"m": {"reliability": {"1d": reliability_bins([0.5], [1])}}})
     assert "## Return-time distribution" in md and "![Reliability diagram](reliability.png)" in md
     assert "| model | NLL/gap" not in md
+
+
+def test_ece_if_calibrated_is_the_noise_of_calibrated_predictions():
+    from thrnn.calibration import ece_if_calibrated
+
+    # certain predictions come true every time: no noise
+    assert ece_if_calibrated(np.array([0.0, 1.0, 1.0])) == 0.0
+    # one user at 0.5: whatever happens, the bin is off by 0.5
+    assert ece_if_calibrated(np.array([0.5])) == pytest.approx(0.5)
+    # many users: the noise shrinks, and the draws are seeded
+    p = np.full(10_000, 0.3)
+    assert ece_if_calibrated(p) < 0.01
+    assert ece_if_calibrated(p) == ece_if_calibrated(p)
+    assert ece_if_calibrated(np.zeros(0)) is None

@@ -52,6 +52,7 @@ import pandas as pd
 from jobs import columns as C
 from thrnn.calibration import (
     HORIZONS_HOURS,
+    ece_if_calibrated,
     horizon_calibration,
     horizon_label,
     plot_reliability,
@@ -66,6 +67,7 @@ RETURN_START = "return_start"  # outcome frame: first kept session starting afte
 ACTUAL_HOURS = "actual_return_hours"
 CHURN_SCORE = "churn_score"  # predictor frames: higher = more likely not to return within 30 days
 MEDIAN_HOURS = "median_return_hours"
+LAW_ONLY = "thrnn_law_only"  # THRNN scored without recalibration, reported beside it
 RISK_BUCKETS = ("low", "medium", "high")
 EMPIRICAL_K = 5.0  # weight, in gaps, of the global gaps in the empirical baseline
 N_BINS = 10
@@ -259,7 +261,8 @@ def predictor_figures(
         y = df.loc[obs, f"returned_{lab}"].to_numpy(np.float64)
         horizons[lab] = {"hours": float(h), "observable": bool(obs.any()), "n": int(obs.sum()),
                          "base_rate": float(y.mean()) if len(y) else None,
-                         "mean_p": None, "brier": None, "ece": None, "auc_no_return": None, "reliability": []}
+                         "mean_p": None, "brier": None, "ece": None, "ece_if_calibrated": None,
+                         "auc_no_return": None, "reliability": []}
         col = horizon_column(h)
         if col in df and len(y):
             p_by_h[float(h)] = df.loc[obs, col].to_numpy(np.float64)
@@ -274,7 +277,8 @@ def predictor_figures(
         for h in p_by_h:
             lab = horizon_label(h)
             horizons[lab].update(mean_p=_float(cal[f"mean_p_{lab}"]), brier=_float(cal[f"brier_{lab}"]),
-                                 ece=_float(cal[f"ece_{lab}"]), reliability=cal["reliability"][lab])
+                                 ece=_float(cal[f"ece_{lab}"]), reliability=cal["reliability"][lab],
+                                 ece_if_calibrated=_float(ece_if_calibrated(p_by_h[h], n_bins)))
     lab30 = horizon_label(CHURN_HORIZON_HOURS)
     auc, auc_n = None, 0
     if f"observable_{lab30}" in df and CHURN_SCORE in df:
@@ -492,6 +496,10 @@ def run_backtest(
                                 f"items; the split as of {run_date} has {data.n_users} and {data.n_items})")
         with _step(f"score every user at {run_date}"):
             _, churn = score_users(model, data, cfg, run_date=run_date, horizons_hours=HORIZONS_HOURS, device=dev)
+            recalibrated = "recalibration" in churn.attrs
+            if recalibrated:  # what the law alone would publish, to show what recalibration changes
+                _, law_only = score_users(model, data, cfg, run_date=run_date, horizons_hours=HORIZONS_HOURS,
+                                          device=dev, recalibrate=False)
         if churn.empty:
             raise BacktestError(f"no user was scored at {run_date}")
         churn["risk_bucket"] = risk_bucket(churn["churn_risk"], thresholds)
@@ -502,6 +510,9 @@ def run_backtest(
             users, elapsed = churn[C.USER_ID].to_numpy(), churn["elapsed_hours"].to_numpy(np.float64)
             baselines = {"user_median": user_median_baseline(gaps, users, elapsed),
                          "empirical": empirical_baseline(gaps, users, elapsed)}
+            if recalibrated:
+                baselines[LAW_ONLY] = law_only[[C.USER_ID, MEDIAN_HOURS, *[horizon_column(h) for h in HORIZONS_HOURS]]
+                                               ].assign(**{CHURN_SCORE: law_only["churn_risk"].to_numpy()})
         figures = backtest_metrics(churn, outcomes, run_date=run_date, log_end=log_end,
                                    risk_thresholds=thresholds, baselines=baselines)
     finally:
@@ -527,9 +538,11 @@ def run_backtest(
         "trained": trained,
         "config": cfg.to_dict(),
         "device": describe(dev),
+        "recalibration": churn.attrs.get("recalibration"),
         "baseline_notes": {
             "user_median": "predicted return = the user's median gap as of D (global median without gaps); "
                            "churn score = elapsed / that median; no probabilities",
+            LAW_ONLY: "THRNN's figures without the recalibration on the weeks before D (the law alone)",
             "empirical": f"P(return within h | elapsed e) from the user's gaps as of D shrunk toward the global "
                          f"gaps with k = {EMPIRICAL_K:g}; churn score = 1 - P(30 d); no return time",
         },
@@ -565,8 +578,10 @@ def horizons_in_order(figs: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]
 
 
 def predictors_in_order(result: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """THRNN, then the baselines by name."""
-    return [("THRNN", result["model"]), *sorted(result["baselines"].items())]
+    """THRNN, THRNN's law alone, then the baselines by name."""
+    rest = sorted((k, v) for k, v in result["baselines"].items() if k != LAW_ONLY)
+    law = [("THRNN, law only", result["baselines"][LAW_ONLY])] if LAW_ONLY in result["baselines"] else []
+    return [("THRNN", result["model"]), *law, *rest]
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
@@ -583,16 +598,17 @@ def format_markdown(result: Mapping[str, Any]) -> str:
         f"ends {result['log_end']} ({result['days_after_run_date']:.1f} days later). {result['users_returned']} users "
         f"came back before the log end, {result['users_never_returned']} did not. Model run: `{result['run_dir']}`.",
         "",
-        "| predictor | horizon | users | base rate | mean p | Brier | ECE | AUC, no return within h |",
-        "|---|---|---|---|---|---|---|---|",
+        "| predictor | horizon | users | base rate | mean p | Brier | ECE | ECE if calibrated | AUC, no return within h |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, figs in preds.items():
         for lab, h in horizons_in_order(figs):
             if not h["observable"]:
-                lines.append(f"| {name} | {lab} | not observable | – | – | – | – | – |")
+                lines.append(f"| {name} | {lab} | not observable | – | – | – | – | – | – |")
                 continue
             lines.append(f"| {name} | {lab} | {h['n']} | {_fmt(h['base_rate'])} | {_fmt(h['mean_p'])} | "
-                         f"{_fmt(h['brier'])} | {_fmt(h['ece'])} | {_fmt(h['auc_no_return'])} |")
+                         f"{_fmt(h['brier'])} | {_fmt(h['ece'])} | {_fmt(h.get('ece_if_calibrated'))} | "
+                         f"{_fmt(h['auc_no_return'])} |")
     lines += ["", "| predictor | AUC, no return within 30 d | MAE of the median return time (h, capped at 500) | "
                   "users returned |", "|---|---|---|---|"]
     for name, figs in preds.items():

@@ -7,10 +7,12 @@ gives, for THRNN:
 - recommendations: the first-item head's top-K items for the user's next session;
 - return time, measured from the end of the user's last session and conditioned on no return during
   the time already elapsed (``e`` = the UTC midnight after the run date minus the last session end,
-  clipped at 0): the median and the mean gap (the mean up to ``cfg.time_cutoff_hours``),
-  ``p_no_return`` = P(never returns | not back yet) and ``P(return within h | not back yet)`` for each
-  horizon (:class:`thrnn.churn.ChurnLaw`). With the log-normal head the chance of never returning
-  after a session is fitted tonight on the open gaps (:func:`thrnn.churn.fit_no_return`);
+  clipped at 0): the median and the mean gap given that the user returns (the mean up to
+  ``cfg.time_cutoff_hours``), ``p_no_return`` = P(never returns | not back yet) and
+  ``P(return within h | not back yet)`` for each horizon (:class:`thrnn.churn.ChurnLaw`). With the
+  log-normal head the chance of never returning after a session is fitted tonight on the open gaps
+  (:func:`thrnn.churn.fit_no_return`), and the return probabilities are recalibrated on the weeks
+  before the night (:mod:`thrnn.recalibration`);
 - ``churn_risk`` = 1 - P(return within 30 days | not back yet).
 
 HRNN and the GRU4Rec-style GRU have neither a first-item nor a time head: their recommendations are
@@ -48,6 +50,7 @@ from thrnn.inference import (
 )
 from thrnn.io import Split, read_split
 from thrnn.models import HierarchicalGRU
+from thrnn.recalibration import Recalibration, SessionTimes, fit_recalibration
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +84,15 @@ def score_users(
     horizons_hours: tuple[float, ...] = (24, 168, 720),
     device: str | torch.device = "cpu",
     exclude_items: object = None,
+    recalibrate: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(recommendations, churn) for every user with at least one session; see the module docstring.
 
     ``recommendations``: ``user_id, rank (1..K), item_id, score``; padding, ``exclude_items`` and (with
     ``cfg.mask_untrained_items``) items never seen in training are never recommended.
-    ``churn``: the columns of :func:`churn_columns`, one row per user.
+    ``churn``: the columns of :func:`churn_columns`, one row per user. With ``recalibrate`` (and a
+    log-normal head without the inter-session state) the return probabilities are recalibrated on the
+    weeks before the run date (:mod:`thrnn.recalibration`); the maps are in ``churn.attrs``.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -164,10 +170,20 @@ def score_users(
         cutoff = cfg.time_cutoff_hours
         churn["expected_return_hours"] = cl.mean_after(e, cutoff).numpy()
         churn["median_return_hours"] = cl.median_after(e, cutoff).numpy()
-        churn["p_no_return"] = cl.never(e).numpy()
+        every_h = sorted({*map(float, horizons_hours), CHURN_HORIZON_HOURS})
+        p_by_h = {hz: cl.return_within(e, hz).numpy() for hz in every_h}
+        if recalibrate and model.lognormal and not cfg.time_state:
+            assert after is not None
+            recal = _recalibration(model, data, after, end_us, every_h)
+            p_by_h = recal.apply(p_by_h)
+            churn.attrs["recalibration"] = recal.to_dict()
+        elif recalibrate:
+            log.info("no recalibration: it needs the log-normal head without the inter-session state")
+        # never returning is one way of not returning within the churn horizon
+        churn["p_no_return"] = np.minimum(cl.never(e).numpy(), 1.0 - p_by_h[CHURN_HORIZON_HOURS])
         for hz in horizons_hours:
-            churn[horizon_column(hz)] = cl.return_within(e, hz).numpy()
-        churn["churn_risk"] = 1.0 - cl.return_within(e, CHURN_HORIZON_HOURS).numpy()
+            churn[horizon_column(hz)] = p_by_h[float(hz)]
+        churn["churn_risk"] = 1.0 - p_by_h[CHURN_HORIZON_HOURS]
     else:
         for col in ["expected_return_hours", "median_return_hours", "p_no_return",
                     *[horizon_column(hz) for hz in horizons_hours], "churn_risk"]:
@@ -180,6 +196,22 @@ def score_users(
             raise ValueError(f"score_users: non-finite (NaN or inf) values from the {cfg.model} model: "
                              + ", ".join(f"{col} {n} of {n_users} users" for col, n in bad.items()))
     return recs.reset_index(drop=True), churn[churn_columns(tuple(horizons_hours))]
+
+
+def _recalibration(model: HierarchicalGRU, data: SessionData, after: torch.Tensor, night_end_us: int,
+                   horizons_hours: list[float]) -> Recalibration:
+    """Fit the per-horizon maps on anchors before the night (:func:`thrnn.recalibration.fit_recalibration`)."""
+    device = next(model.parameters()).device
+    params = []
+    for s in range(0, after.shape[0], EVAL_BATCH_USERS * 16):
+        cov = after[s:s + EVAL_BATCH_USERS * 16].to(device)
+        # without the inter-session state the head reads the covariates only
+        params.append(model.time_params(torch.zeros(cov.shape[0], 1, device=device), cov).double().cpu())
+    every = torch.cat(params)
+    times = SessionTimes(users=data.users.numpy(), start_us=data.start_us.numpy(), end_us=data.end_us.numpy(),
+                         is_return=data.time_mask.numpy())
+    return fit_recalibration(times, lambda rows: model.law_of(every[torch.as_tensor(rows)]), night_end_us,
+                             horizons_hours)
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:

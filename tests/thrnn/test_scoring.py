@@ -18,7 +18,7 @@ from tests.thrnn.test_inference import _reference
 from thrnn.checkpoint import load_run
 from thrnn.config import config_for
 from thrnn.data import load_sessions
-from thrnn.scoring import churn_columns, run_date_end, score_users
+from thrnn.scoring import churn_columns, horizon_column, run_date_end, score_users
 from thrnn.train import train_sessions
 
 torch.set_num_threads(1)
@@ -171,3 +171,32 @@ def test_lognormal_churn_figures_follow_the_fitted_no_return_law(tmp_path):
     np.testing.assert_allclose(churn["churn_risk"], 1 - churn["p_return_30d"])
     assert (churn["median_return_hours"] >= churn["elapsed_hours"].clip(upper=cfg.time_cutoff_hours)).all()
     assert churn[churn_columns()[3:]].notna().all().all()
+
+
+def test_recalibrated_churn_figures_are_the_maps_applied_to_the_law(tmp_path, monkeypatch):
+    from thrnn import recalibration as R
+
+    split = tiny_split(n_users=6, n_items=10, seed=11)
+    cfg = config_for("lastfm", "thrnn", item_embedding=8, epochs=2, batch_size=3, device="cpu", history_sessions=3)
+    assert cfg.time_head == "lognormal" and not cfg.time_state
+    train_sessions(load_sessions(split), tmp_path, cfg, progress=False)
+    model, cfg = load_run(tmp_path)
+    last_event = pd.concat([split.train, split.test]).groupby(C.USER_ID)[C.EVENT_TIME].max()
+    run_date = (last_event.max() + pd.Timedelta(days=2)).date()
+    _, raw = score_users(model, split, cfg, run_date=run_date, recalibrate=False)
+    # the tiny history has too few anchor examples for the default bar: the law's figures stay
+    _, same = score_users(model, split, cfg, run_date=run_date)
+    assert all(m["a"] == 0.0 and m["b"] == 1.0 for m in same.attrs["recalibration"].values())
+    pd.testing.assert_frame_equal(same, raw)
+    monkeypatch.setattr(R, "MIN_EXAMPLES", 1)
+    _, cal = score_users(model, split, cfg, run_date=run_date)
+    maps = [R.HorizonMap(float(k[:-1]), m["a"], m["b"], m["examples"], m["anchors"])
+            for k, m in cal.attrs["recalibration"].items()]
+    assert any(not m.identity for m in maps)
+    want = R.Recalibration(maps).apply({h: raw[horizon_column(h)].to_numpy() for h in (24.0, 168.0, 720.0)})
+    for h in (24.0, 168.0, 720.0):
+        np.testing.assert_allclose(cal[horizon_column(h)], want[h], rtol=1e-12)
+    np.testing.assert_allclose(cal["churn_risk"], 1.0 - want[720.0], rtol=1e-12)
+    np.testing.assert_allclose(cal["p_no_return"], np.minimum(raw["p_no_return"], 1.0 - want[720.0]), rtol=1e-12)
+    # the return times do not depend on the recalibration
+    pd.testing.assert_series_equal(cal["median_return_hours"], raw["median_return_hours"])
