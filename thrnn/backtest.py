@@ -351,6 +351,46 @@ def backtest_metrics(
     }
 
 
+def backtest_published(
+    rows: pd.DataFrame,
+    split_now: Any,
+    published_date: dt.date,
+    observed_until: pd.Timestamp | dt.datetime,
+    *,
+    risk_thresholds: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """The figures of :func:`backtest_metrics` for churn rows already published for ``published_date``
+    (``user_key``, ``last_session_end``, the ``p_return_*`` columns, ``median_return_hours``,
+    ``churn_risk``, ``risk_bucket``), against a later split that holds every event up to
+    ``observed_until`` (the nightly's own split of a later night, as of the end of its run date).
+    Users are joined on their key; a user absent from the later split never returned."""
+    need = [C.USER_KEY, "last_session_end", MEDIAN_HOURS, "churn_risk", *[horizon_column(h) for h in HORIZONS_HOURS]]
+    missing = [c for c in need if c not in rows]
+    if missing:
+        raise BacktestError(f"the published rows lack {', '.join(missing)}")
+    if rows.empty:
+        raise BacktestError(f"no churn rows were published for {published_date}")
+    churn = rows.reset_index(drop=True).copy()
+    churn[C.USER_ID] = np.arange(len(churn), dtype=np.int64)
+    churn["last_session_end"] = pd.to_datetime(churn["last_session_end"], utc=True)
+    outcomes = churn[[C.USER_ID, C.USER_KEY]].merge(first_returns(split_now, published_date), on=C.USER_KEY,
+                                                    how="left", validate="one_to_one")
+    outcomes[RETURN_START] = pd.to_datetime(outcomes[RETURN_START], utc=True)
+    outcomes["in_full"] = outcomes[C.USER_KEY].isin(set(split_now.users[C.USER_KEY]))
+    figures = backtest_metrics(churn, outcomes, run_date=published_date, log_end=pd.Timestamp(observed_until),
+                               risk_thresholds=risk_thresholds)
+    return _clean({
+        "run_date": published_date.isoformat(),
+        "run_date_end": _iso(pd.Timestamp(run_date_end(published_date))),
+        "log_end": _iso(pd.Timestamp(observed_until)),
+        "days_after_run_date": (pd.Timestamp(observed_until) - pd.Timestamp(run_date_end(published_date))
+                                ).total_seconds() / 86400.0,
+        "users_missing_in_full": int((~outcomes["in_full"]).sum()),
+        "risk_thresholds": list(risk_thresholds or _default_thresholds()),
+        **figures,
+    })
+
+
 def _default_thresholds() -> tuple[float, float]:
     from thrnn.pipeline.params import RunParams
 

@@ -313,3 +313,34 @@ def test_cli_errors_are_one_line_with_exit_status_2(monkeypatch, tmp_path, capsy
     with pytest.raises(SystemExit) as exc:  # argparse: bad thresholds
         main([*argv, "--risk-thresholds", "0.8,0.2"])
     assert exc.value.code == 2
+
+
+def test_published_rows_against_a_later_split_match_the_frame_backtest():
+    # the five users of _churn() as published rows keyed by name; the later split shows u0 back 2 h and
+    # u1 72 h after the end of D (u1 also had a continuation chunk before), u3 600 h after; u2 and u4 never
+    from thrnn.backtest import backtest_published
+
+    keys = ["u0", "u1", "u2", "u3", "u4"]
+    rows = _churn().drop(columns=[C.USER_ID]).assign(**{C.USER_KEY: keys})
+    rows["risk_bucket"] = ["low", "low", "medium", "medium", "high"]
+    later = _events([
+        (0, 0, False, END + 2 * H, 3600.0), (0, 1, False, END + 3 * H, None),
+        (1, 0, True, END + H, 0.0), (1, 1, True, END + 2 * H, None),
+        (1, 0, False, END + 72 * H, 3600.0), (1, 1, False, END + 73 * H, None),
+        (3, 0, False, END + 600 * H, 3600.0), (3, 1, False, END + 601 * H, None),
+        (4, 0, False, END - 600 * H, None), (4, 1, False, END - 599 * H, None),
+    ])
+    split = SimpleNamespace(train=later, test=later.iloc[0:0],
+                            users=pd.DataFrame({C.USER_ID: [0, 1, 3, 4], C.USER_KEY: ["u0", "u1", "u3", "u4"]}))
+    until = END + pd.Timedelta(days=40)
+    got = backtest_published(rows, split, D, until, risk_thresholds=(0.3, 0.7))
+    want = backtest_metrics(_churn(), _outcomes(), run_date=D, log_end=until, risk_thresholds=(0.3, 0.7))
+    assert got["model"]["horizons"]["7d"]["brier"] == pytest.approx(want["model"]["horizons"]["7d"]["brier"])
+    assert got["model"]["auc_no_return_30d"] == pytest.approx(5 / 6)
+    assert got["model"]["mae_hours"] == pytest.approx(4 / 3)
+    assert (got["users_scored"], got["users_returned"], got["users_missing_in_full"]) == (5, 3, 1)
+    assert got["days_after_run_date"] == pytest.approx(40.0)
+    with pytest.raises(BacktestError, match="lack churn_risk"):
+        backtest_published(rows.drop(columns=["churn_risk"]), split, D, until)
+    with pytest.raises(BacktestError, match="no churn rows"):
+        backtest_published(rows.iloc[0:0], split, D, until)
