@@ -18,6 +18,8 @@ Every night, for the logical date `D` of the run (never the wall clock):
 8. **check** the published night (row counts, probability ranges, one row set per user)
 9. **promote**: only now does the `champion` alias move to the night's candidate (never for a backfill);
    a night that fails before leaves the champion and the tables as they were
+10. **backtest** (off unless the param `backtest_days` N > 0): the `churn_risk` rows published N days
+   ago against the sessions since; Brier, calibration, AUC and MAE to the night's MLflow run
 
 Everything of a night lives under `$THRNN_HOME/runs/<dataset>/<D>/`; re-running a night replaces it.
 Task bodies are in `thrnn.pipeline.tasks`; this file only wires them and imports nothing heavy.
@@ -76,7 +78,7 @@ def _args() -> tuple[Any, Any, Any]:
     default_args={
         "owner": "thrnn",
         "retries": SETTINGS.retries,
-        "retry_delay": timedelta(minutes=2),
+        "retry_delay": timedelta(seconds=SETTINGS.retry_delay),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
     },
@@ -139,8 +141,14 @@ def thrnn_nightly() -> None:
 
         return tasks.promote(*_args())
 
+    @task
+    def backtest() -> dict[str, Any]:
+        from thrnn.pipeline import tasks
+
+        return tasks.backtest(*_args())
+
     (sessionize() >> validate() >> train() >> evaluate() >> register() >> score() >> publish() >> check()
-     >> promote())
+     >> promote() >> backtest())
 
 
 thrnn_nightly()

@@ -21,6 +21,8 @@ Environment variables (all optional):
 ``THRNN_TRAIN_POOL``        Airflow pool of the training task (default pool if unset)
 ``THRNN_DEVICE``            ``auto`` | ``cpu`` | ``cuda`` for training and scoring (default ``auto``)
 ``THRNN_TASK_RETRIES``      Airflow retries of every task (default 2, exponential back-off)
+``THRNN_TASK_RETRY_DELAY``  seconds before the first retry (default 120; doubles at each retry, at
+                            most 30 min)
 ``THRNN_INPUT_PATHS``       comma-separated raw inputs when the DAG param ``input_paths`` is empty
 =========================== ==============================================================
 """
@@ -91,11 +93,16 @@ class PipelineSettings:
     train_pool: str | None = field(default=None, metadata={"help": "Airflow pool of the train task"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda for training and scoring"})
     retries: int = field(default=2, metadata={"help": "THRNN_TASK_RETRIES: Airflow retries per task"})
+    retry_delay: float = field(
+        default=120.0, metadata={"help": "THRNN_TASK_RETRY_DELAY: seconds before the first retry"}
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).resolve())
         if self.retries < 0:
             raise ValueError(f"THRNN_TASK_RETRIES must be >= 0, got {self.retries}")
+        if not (self.retry_delay > 0 and self.retry_delay < float("inf")):
+            raise ValueError(f"THRNN_TASK_RETRY_DELAY must be a positive number of seconds, got {self.retry_delay}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"THRNN_DEVICE must be auto, cpu or cuda, got {self.device!r}")
         url = self.warehouse_url
@@ -119,6 +126,7 @@ class PipelineSettings:
             train_pool=env.get("THRNN_TRAIN_POOL") or None,
             device=env.get("THRNN_DEVICE") or "auto",
             retries=int(env.get("THRNN_TASK_RETRIES") or 2),
+            retry_delay=float(env.get("THRNN_TASK_RETRY_DELAY") or 120),
         )
 
     # --- derived locations ---
