@@ -161,7 +161,16 @@ def test_nightly_end_to_end(nightly):
     # baselines, so v2 is promoted unless it is worse than a champion v1. Its split is night 1's
     # (copied; sessionize marked successful) to keep the test short: Spark is covered by night 1.
     shutil.copytree(settings.run_paths("tiny", D1).data, settings.run_paths("tiny", D2).data)
-    _run(dag, D2, {**conf, "baseline_tolerance": 1.0}, mark_success_pattern="^sessionize$")
+    assert tasks.load_state(settings.run_paths("tiny", D1), "backtest")["skipped"] is True  # off by default
+    _run(dag, D2, {**conf, "baseline_tolerance": 1.0, "backtest_days": 1}, mark_success_pattern="^sessionize$")
+    # night 1's published churn rows against night 2's data: night 1's split again, so nobody came
+    # back; 1 d is observable (to the end of D2), the Brier score is the mean of p²
+    bt = tasks.load_state(settings.run_paths("tiny", D2), "backtest")
+    assert (bt["published_date"], bt["users"], bt["base_rate_1d"]) == (D1.isoformat(), len(churn1), 0.0)
+    assert bt["mean_p_1d"] == pytest.approx(churn1["p_return_1d"].mean())
+    assert bt["brier_1d"] == pytest.approx((churn1["p_return_1d"] ** 2).mean())
+    assert bt["base_rate_7d"] is None and bt["mae_hours"] is None
+    assert (settings.run_paths("tiny", D2).root / "backtest" / "backtest.md").exists()
     run2 = _table(wh, W.MODEL_RUNS, D2).iloc[0]
     assert run2["model_version"] == 2
     assert run2["scored_with_version"] == (2 if run2["promoted"] else 1)

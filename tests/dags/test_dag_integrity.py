@@ -15,7 +15,8 @@ from thrnn.pipeline.params import PARAM_SPECS, TRAIN_PARAMS, train_param_spec
 
 from .conftest import AIRFLOW_ENV, DAGS, REPO
 
-CHAIN = ["sessionize", "validate", "train", "evaluate", "register", "score", "publish", "check", "promote"]
+CHAIN = ["sessionize", "validate", "train", "evaluate", "register", "score", "publish", "check", "promote",
+         "backtest"]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_task_graph_is_the_nightly_chain(dag):
     assert sorted(dag.task_ids) == sorted(CHAIN)
     for up, down in zip(CHAIN, CHAIN[1:], strict=False):
         assert dag.get_task(up).downstream_task_ids == {down}
-    assert dag.get_task("promote").downstream_task_ids == set()
+    assert dag.get_task("backtest").downstream_task_ids == set()
 
 
 def test_every_param_has_type_title_description(dag):

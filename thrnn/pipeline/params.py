@@ -173,6 +173,17 @@ _OUTPUT_SPECS: dict[str, dict[str, Any]] = {
         "description": "Also train the GRU4Rec and HRNN baselines (slow); the non-neural ones "
         "always run.",
     },
+    "backtest_days": {
+        "default": 0,
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 3660,
+        "title": "Backtest an earlier night (days back)",
+        "description": "0 = off. N > 0: the last task checks the churn_risk rows published N days "
+        "before the run date against the sessions since then (tonight's data): Brier score, "
+        "calibration, AUC and return-time MAE, in the night's folder and MLflow run. With 30 every "
+        "horizon is observable.",
+    },
 }
 PARAM_SPECS: dict[str, dict[str, Any]] = {
     **_DATA_SPECS,
@@ -213,6 +224,7 @@ class RunParams:
     mae_tolerance: float = field(default=0.0, metadata=_help("mae_tolerance"))
     force_promote: bool = field(default=False, metadata=_help("force_promote"))
     neural_baselines: bool = field(default=False, metadata=_help("neural_baselines"))
+    backtest_days: int = field(default=0, metadata=_help("backtest_days"))
 
     @property
     def train_preset(self) -> str:

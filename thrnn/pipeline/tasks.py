@@ -26,7 +26,8 @@ from .settings import PipelineSettings, RunPaths, registered_model_name
 
 log = logging.getLogger(__name__)
 
-STATE_FILES = ("sessionize", "validate", "train", "evaluate", "register", "score", "publish", "check", "promote")
+STATE_FILES = ("sessionize", "validate", "train", "evaluate", "register", "score", "publish", "check", "promote",
+               "backtest")
 HORIZON_COLUMNS = ("p_return_1d", "p_return_7d", "p_return_30d")
 GATE_KEYS = ("recall@5", "recall@10", "recall@20", "mrr@5", "mrr@10", "mrr@20", "first_item_recall@20",
              "first_item_mrr@20", "mae_hours", "mae_hours_mean", "n_targets", "n_gaps")
@@ -663,3 +664,57 @@ def promote(settings: PipelineSettings, params: RunParams, run_date: dt.date) ->
         return {"candidate": int(candidate), **out}
 
     return save_state(paths, "promote", _timed(body))
+
+
+DEFAULT_HORIZONS = (24.0, 168.0, 720.0)  # the published columns' names say 1 d / 7 d / 30 d
+
+
+def backtest(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+    """Off unless the param ``backtest_days`` N is > 0: the ``churn_risk`` rows published for night
+    D - N against tonight's sessionized data, which holds every event up to the end of D
+    (:func:`thrnn.backtest.backtest_published`). ``backtest.json``, ``backtest.md`` and
+    ``reliability.png`` go to the night's ``backtest/`` folder and its MLflow run; docs/backtest.md
+    says how to read them. Skipped, with the reason, when there is no such night."""
+    paths = settings.run_paths(params.dataset, run_date)
+
+    def body() -> dict[str, Any]:
+        if not params.backtest_days:
+            return {"skipped": True, "reason": "param backtest_days is 0 (off)"}
+        if tuple(params.horizons_hours) != DEFAULT_HORIZONS:
+            return {"skipped": True, "reason": f"horizons {list(params.horizons_hours)} are not the columns' "
+                                               "1 d / 7 d / 30 d; the backtest reads them as such"}
+        import mlflow
+
+        from thrnn.backtest import backtest_published, write_outputs
+        from thrnn.io import read_split
+        from thrnn.scoring import run_date_end
+
+        from . import registry
+        from . import warehouse as W
+
+        past = run_date - dt.timedelta(days=params.backtest_days)
+        rows = W.connect(settings.warehouse).read_night("churn_risk", params.dataset, past)
+        if rows.empty:
+            return {"skipped": True, "reason": f"no churn_risk rows were published for {params.dataset} {past}"}
+        result = backtest_published(rows, read_split(paths.data), past, run_date_end(run_date),
+                                    risk_thresholds=tuple(params.risk_thresholds))
+        result.update(name=f"{params.dataset} as published", run_dir=f"churn_risk rows of {past}",
+                      baselines=result.get("baselines") or {})
+        out = paths.root / "backtest"
+        write_outputs(result, out)
+        model = result["model"]
+        figures = {"published_date": past.isoformat(), "users": result["users_scored"],
+                   "auc_no_return_30d": model["auc_no_return_30d"], "mae_hours": model["mae_hours"],
+                   **{f"{k}_{lab}": h[k] for lab, h in model["horizons"].items() for k in ("brier", "ece", "base_rate",
+                                                                                         "mean_p")}}
+        run_id = load_state(paths, "train").get("mlflow_run_id")
+        if run_id:
+            registry.setup_mlflow(settings.tracking_uri)
+            with mlflow.start_run(run_id=run_id):
+                mlflow.log_metrics({f"backtest.{k}": float(v) for k, v in figures.items()
+                                    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)})
+                mlflow.log_artifacts(str(out), "backtest")
+        log.info("backtest of the night %s: %s", past, figures)
+        return figures
+
+    return save_state(paths, "backtest", _timed(body))
