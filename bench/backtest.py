@@ -126,7 +126,7 @@ HOW_TO_READ = """\
   frequency over 10 equal-width bins (0 is perfectly calibrated); the reliability plot shows the bins.
   **ECE if calibrated** is the ECE that perfectly calibrated predictions would still show on this
   many users (the mean over 200 outcome sets drawn from the predictions themselves): an ECE near it
-  is sampling noise. On 181 users it is about 0.05, above the 0.03 the project aims for.
+  is sampling noise. On 181 users it is 0.05–0.07, above the 0.03 the project aims for.
 - **Recalibration.** THRNN's `p_return_*` (and `churn_risk`) are recalibrated at scoring on the four
   weeks before the night (docs/return_time.md): the "THRNN, law only" rows show what the law alone
   would publish, on the same model and users.
