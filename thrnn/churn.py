@@ -10,13 +10,12 @@ maximises the sum over ``p0``. Users who went quiet long ago (``S(e)`` small) ar
 With ``S_tot(t) = p0 + (1 - p0) S(t)``, the published figures condition on the elapsed time ``e``:
 
 - ``P(return within h | not back yet) = 1 - S_tot(e + h) / S_tot(e)``;
-- the median gap given a return and none so far: ``S(t) = S(e) / 2`` (capped at the cut-off);
+- the median gap given no return so far: ``S_tot(t) = S_tot(e) / 2`` (the cut-off when there is no
+  such ``t``, i.e. when never returning is at least as likely as returning: the point prediction that
+  minimises the absolute error once "never" counts as beyond the cut-off);
 - ``P(never returns | not back yet) = p0 / S_tot(e)``.
 
-The median and the mean are those of the return time *given that the user returns*: ``p0`` cancels
-from them and is published on its own (``p_no_return``). A median that also counted "never" as a
-very late return would be the cut-off for everyone quiet for a while, which says nothing about when
-such a user comes back if they do (docs/return_time.md).
+The mean is that of the return time given a return within the cut-off (``p0`` cancels from it).
 
 The RMTPP head's law is defective on its own (``w < 0``); it is used with ``p0 = 0``.
 """
@@ -105,16 +104,15 @@ class ChurnLaw:
         return torch.where(ok, mean.clamp(max=cutoff_hours), torch.full_like(e, cutoff_hours))
 
     def median_after(self, elapsed: torch.Tensor, cutoff_hours: float) -> torch.Tensor:
-        """Median return time (hours from the last session end) given that the user returns and has not
-        during ``elapsed`` (``S(t) = S(e) / 2``; ``p0`` cancels), capped at the cut-off; bisection on
-        ``ln t`` between the elapsed time and ``1e7`` hours."""
-        target = self.law.log_survival(elapsed) + math.log(0.5)
+        """Median gap (hours from the last session end) given no return during ``elapsed``, capped at the
+        cut-off; bisection on ``ln t`` between the elapsed time and ``1e7`` hours."""
+        target = self.log_survival(elapsed) + math.log(0.5)
         lo = torch.log(elapsed.clamp_min(1e-6))
         hi = torch.full_like(lo, math.log(1e7))
-        reachable = self.law.log_survival(hi.exp()) < target
+        reachable = self.log_survival(hi.exp()) < target
         for _ in range(_BISECT_STEPS):
             mid = 0.5 * (lo + hi)
-            above = self.law.log_survival(mid.exp()) > target  # median not reached yet
+            above = self.log_survival(mid.exp()) > target  # median not reached yet
             lo = torch.where(above, mid, lo)
             hi = torch.where(above, hi, mid)
         median = (0.5 * (lo + hi)).exp()

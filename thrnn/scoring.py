@@ -7,8 +7,8 @@ gives, for THRNN:
 - recommendations: the first-item head's top-K items for the user's next session;
 - return time, measured from the end of the user's last session and conditioned on no return during
   the time already elapsed (``e`` = the UTC midnight after the run date minus the last session end,
-  clipped at 0): the median and the mean gap given that the user returns (the mean up to
-  ``cfg.time_cutoff_hours``), ``p_no_return`` = P(never returns | not back yet) and
+  clipped at 0): the median gap (the cut-off when never returning is the likelier) and the mean gap
+  given a return within ``cfg.time_cutoff_hours``, ``p_no_return`` = P(never returns | not back yet) and
   ``P(return within h | not back yet)`` for each horizon (:class:`thrnn.churn.ChurnLaw`). With the
   log-normal head the chance of never returning after a session is fitted tonight on the open gaps
   (:func:`thrnn.churn.fit_no_return`), and the return probabilities are recalibrated on the weeks

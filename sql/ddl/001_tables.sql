@@ -25,8 +25,8 @@ CREATE TABLE IF NOT EXISTS churn_risk (
     user_key              VARCHAR          NOT NULL,
     last_session_end      TIMESTAMPTZ      NOT NULL,  -- UTC end of the user's last session
     elapsed_hours         DOUBLE PRECISION NOT NULL,  -- run_date minus last_session_end
-    expected_return_hours DOUBLE PRECISION,           -- mean gap given a return within the cut-off, none yet
-    median_return_hours   DOUBLE PRECISION,           -- median gap given a return, none yet (the point prediction)
+    expected_return_hours DOUBLE PRECISION,           -- mean gap given not back yet and a return within the cut-off
+    median_return_hours   DOUBLE PRECISION,           -- median gap given not back yet (the point prediction)
     expected_return_at    TIMESTAMPTZ,                -- last_session_end + expected_return_hours
     p_no_return           DOUBLE PRECISION,           -- P(never returns | not back yet)
     -- p_return_*: recalibrated on the four weeks before the night (docs/return_time.md)
