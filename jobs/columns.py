@@ -1,4 +1,4 @@
-"""Column names and layout of the sessionized Parquet splits (SPEC §3).
+"""Column names and layout of the sessionized Parquet splits (docs/design.md §3.3).
 
 Plain constants with no Spark import, so that the torch package (``thrnn``) and the DAG can use them
 without pulling in PySpark.
@@ -56,7 +56,7 @@ PADDING_ITEM = 0
 MAX_SESSION_LENGTH = 20  # L
 HISTORY_SESSIONS = 15  # sessions the inter-session GRU looks back over
 
-# Keys of stats.json, in the order of SPEC §3.
+# Keys of stats.json, in the order of docs/design.md §3.4.
 STATS_KEYS = [
     "raw_rows",
     "quarantined_rows",

@@ -1,6 +1,8 @@
-"""Explicit Spark schemas of the sessionize job's inputs, intermediate tables and outputs (SPEC §2, §3).
+"""Explicit Spark schemas of the sessionize job's inputs, intermediate tables and outputs
+(docs/design.md §2, §3).
 
-Output types follow the table of SPEC §3 and match ``thrnn.io`` (which reads the files with pyarrow).
+Output types follow the table of docs/design.md §3.3 and match ``thrnn.io`` (which reads the files
+with pyarrow).
 Spark always writes Parquet columns as nullable, so nullability here documents intent only.
 """
 
@@ -20,7 +22,7 @@ from pyspark.sql.types import (
 
 from jobs import columns as C
 
-# --- raw inputs (SPEC §2) ---------------------------------------------------------------------------
+# --- raw inputs (docs/design.md §2) ----------------------------------------------------------------
 LASTFM_COLUMNS = ["userid", "timestamp", "artist_mbid", "artist_name", "track_mbid", "track_name"]
 LASTFM_SCHEMA = StructType([StructField(name, StringType()) for name in LASTFM_COLUMNS])
 REDDIT_COLUMNS = ["username", "subreddit", "utc"]
@@ -68,7 +70,7 @@ PARSED_SCHEMA = StructType(
     ]
 )
 
-# --- outputs (SPEC §3) ------------------------------------------------------------------------------
+# --- outputs (docs/design.md §3.3) -----------------------------------------------------------------
 EVENT_SCHEMA = StructType(
     [
         StructField(C.USER_ID, IntegerType(), False),

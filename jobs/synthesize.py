@@ -1,4 +1,5 @@
-"""Seeded, streaming generator of raw interaction logs in the ``lastfm`` and ``reddit`` formats (SPEC §2).
+"""Seeded, streaming generator of raw interaction logs in the ``lastfm`` and ``reddit`` formats
+(docs/design.md §2).
 
 Usage::
 
@@ -50,7 +51,7 @@ from tqdm import tqdm
 FORMATS = ("lastfm", "reddit")
 REDDIT_HEADER = b"username,subreddit,utc\n"
 
-# Kinds of malformed lines, per format: those the sessionize job must quarantine (SPEC §2).
+# Kinds of malformed lines, per format: those the sessionize job must quarantine (docs/design.md §2).
 MALFORMED_KINDS: dict[str, tuple[str, ...]] = {
     "lastfm": (
         "wrong_column_count",
@@ -90,7 +91,7 @@ _MAX_BREAKS = 4  # breaks per user at most
 class FormatProfile:
     """Shape of one format's data; the values are calibrated in docs/synthetic_data.md."""
 
-    threshold_s: float = field(metadata={"help": "session gap threshold of SPEC §3 (seconds)"})
+    threshold_s: float = field(metadata={"help": "session gap threshold of docs/design.md §3.1 (seconds)"})
     events_per_user: float = field(metadata={"help": "default number of users = events / this"})
     items_per_sqrt_event: float = field(metadata={"help": "default number of items = this * sqrt(events)"})
     max_default_items: int = field(metadata={"help": "cap of the default number of items"})

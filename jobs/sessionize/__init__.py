@@ -1,4 +1,4 @@
-"""Spark sessionization of raw interaction logs into the train/test splits of SPEC §3.
+"""Spark sessionization of raw interaction logs into the train/test splits of docs/design.md §3.
 
 ``python -m jobs.sessionize --help`` (or ``spark-submit jobs/sessionize/__main__.py ...``) runs it from
 the command line; the DAG calls :func:`run`.

@@ -84,7 +84,8 @@ def _delimiter(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.sessionize",
-        description="Sessionize raw interaction logs into train/test Parquet splits (SPEC §2-§3).",
+        description="Sessionize raw interaction logs into train/test Parquet splits "
+        "(docs/design.md §2-§3).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--format", required=True, choices=FORMATS, help="layout of the raw input")
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "temporary folder, removed after a successful run and named in the error otherwise",
     )  # fmt: skip
 
-    rules = parser.add_argument_group("sessionization rules (SPEC §3 defaults)")
+    rules = parser.add_argument_group("sessionization rules (the documented defaults, docs/design.md §3.1)")
     for f in fields(SessionRules):
         if f.name == "session_gap_seconds":
             continue

@@ -1,4 +1,4 @@
-"""The sessionize job: raw interaction logs -> train/test Parquet splits (SPEC §2, §3).
+"""The sessionize job: raw interaction logs -> train/test Parquet splits (docs/design.md §2, §3).
 
 :func:`run` is what the DAG and the CLI call. It wires the pure transforms of ``transforms.py`` to the
 readers and writers of ``io.py``; intermediate results are materialised as Parquet inside the staging
@@ -179,7 +179,7 @@ def run(
     rules: T.SessionRules | None = None,
     **format_options: Any,
 ) -> dict[str, Any]:
-    """Sessionize ``inputs`` of format ``fmt`` into ``output`` (SPEC §3 layout) and return the stats.
+    """Sessionize ``inputs`` of format ``fmt`` into ``output`` (docs/design.md §3.3); return the stats.
 
     :param fmt: ``lastfm``, ``reddit`` or ``events``.
     :param inputs: files, folders or globs (gzip is fine); ties in time keep this order, then line order.
@@ -187,7 +187,8 @@ def run(
     :param session_gap_seconds: gap above which a new session starts (default 3600 lastfm/events, 1800 reddit).
     :param run_date: events after the end of this UTC day are left out and counted (for backfills).
     :param max_bad_fraction: fail when more than this fraction of the raw rows is quarantined.
-    :param rules: the other sessionization rules (L, min lengths, train fraction); SPEC defaults.
+    :param rules: the other sessionization rules (L, min lengths, train fraction); default: the
+        documented ones (docs/design.md §3.1).
     :param format_options: :class:`EventsOptions` fields for the ``events`` format.
     :raises SessionizeError: too many bad rows, nothing left, or accounting that does not add up.
     """

@@ -1,4 +1,5 @@
-"""Pure DataFrame -> DataFrame steps of the sessionize job (SPEC §2, §3). No reading or writing here.
+"""Pure DataFrame -> DataFrame steps of the sessionize job (docs/design.md §2, §3). No reading or
+writing here.
 
 The steps, in order:
 
@@ -7,8 +8,8 @@ The steps, in order:
 2. :func:`block_sizes`, :func:`block_offsets` and :func:`number_rows` give every row its 1-based line number within its file
    and a ``seq`` that orders rows by (file, line): the tie-breaker for equal times.
 3. :func:`mark_excluded` flags valid events after the end of the run date.
-4. :func:`sessionize` applies the rules of SPEC §3 in their order and labels every event with its
-   ``fate`` (kept, or the rule that removed it), so that the accounting adds up by construction.
+4. :func:`sessionize` applies the rules of docs/design.md §3.1 in their order and labels every event
+   with its ``fate`` (kept, or the rule that removed it), so that the accounting adds up by construction.
 5. :func:`build_users`, :func:`build_items`, :func:`build_events` give the dense ids and the output rows.
 
 All per-user work runs in window functions partitioned by the user key, so the events are shuffled
@@ -50,7 +51,7 @@ REASONS = [
     TIMESTAMP_OUT_OF_RANGE,
 ]
 
-# --- fate of a valid event in sessionize(), one per rule of SPEC §3 ----------------------------------
+# --- fate of a valid event in sessionize(), one per rule of docs/design.md §3.1 ---------------------
 KEPT = "kept"
 COLLAPSED_REPEAT = "collapsed_repeat"  # rule 2
 SHORT_SESSION = "short_session"  # rule 3, length 1
@@ -78,7 +79,7 @@ ISO_8601_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{
 
 @dataclass(frozen=True)
 class SessionRules:
-    """The sessionization rules of SPEC §3 (defaults are the paper's)."""
+    """The sessionization rules of docs/design.md §3.1 (defaults are the paper's)."""
 
     session_gap_seconds: float = field(
         default=3600.0, metadata={"help": "a gap LARGER than this (seconds) starts a new session"}
@@ -351,7 +352,7 @@ def mark_excluded(numbered: DataFrame, end_us: int | None) -> DataFrame:
 
 
 # --------------------------------------------------------------------------------------------------
-# 4. the rules of SPEC §3
+# 4. the rules of docs/design.md §3.1
 # --------------------------------------------------------------------------------------------------
 def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
     """Apply the sessionization rules to valid events (``user_key, item_key, ts_us, seq``).

@@ -1,4 +1,4 @@
--- Tables of the nightly THRNN pipeline (SPEC §6). One dialect for DuckDB and PostgreSQL.
+-- Tables of the nightly THRNN pipeline (docs/design.md §6.3). One dialect for DuckDB and PostgreSQL.
 -- Every table is keyed on (dataset, run_date): publishing replaces exactly one night of one
 -- dataset inside one transaction; earlier nights are kept.
 -- Applied by thrnn.pipeline.warehouse (statements are split on ';'). Columns added since the first

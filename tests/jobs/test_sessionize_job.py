@@ -124,7 +124,8 @@ def test_lastfm_golden_tables(spark, lastfm_run, lastfm_inputs):
     assertDataFrameEqual(
         read(spark, out / C.QUARANTINE_DIR), spark.createDataFrame(quarantine, S.QUARANTINE_SCHEMA), checkRowOrder=True
     )  # fmt: skip
-    # Nothing but the layout of SPEC §3 is left in the folder (no staging or work folders beside it).
+    # Nothing but the layout of docs/design.md §3.3 is left in the folder (no staging or work folders
+    # beside it).
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [C.TRAIN_DIR, C.TEST_DIR, C.ITEMS_DIR, C.USERS_DIR, C.QUARANTINE_DIR, C.STATS_FILE]
     )

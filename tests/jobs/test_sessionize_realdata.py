@@ -1,4 +1,5 @@
-"""Real data (../shared/data): the Spark job against an independent plain-Python computation of SPEC §3.
+"""Real data (../shared/data): the Spark job against an independent plain-Python computation of the
+rules of docs/design.md §3.
 
 The reference below walks each user's events one by one, exactly as the rules read, and shares no code
 with the job. Both the whole event table (keys, ids, times, gaps, flags) and every statistic must agree.
@@ -25,7 +26,8 @@ L = 20
 
 
 def reference(events: list[tuple[str, str, int]], gap_seconds: float, train_fraction: float = 0.8):
-    """``events`` = (user, item, time in µs) in input order -> (event table, stats) per SPEC §3."""
+    """``events`` = (user, item, time in µs) in input order -> (event table, stats), per the rules of
+    docs/design.md §3."""
     by_user: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
     for order, (user, item, t) in enumerate(events):
         by_user[user].append((t, order, item))

@@ -1,4 +1,5 @@
-"""Hand-worked golden cases for every rule of SPEC §3 and its boundaries, checked on the pure transform.
+"""Hand-worked golden cases for every rule of docs/design.md §3 and its boundaries, checked on the pure
+transform.
 
 One Spark job labels all golden users at once; the expected rows are written out from the rules (times
 in seconds, gap threshold 3600 s, L = 20) and compared as a whole DataFrame.

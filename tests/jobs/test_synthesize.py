@@ -417,7 +417,7 @@ def test_churned_users_stop_early_and_gaps_are_heavy_tailed(tmp_path):
 def test_next_item_is_learnable_markov_beats_popularity(lastfm_file):
     df, _ = parse(lastfm_file[0], "lastfm")
     s = sessions(df, 3600)
-    s = s[~((s["item"] == s["item"].shift()) & ~s["new"])]  # collapse repeats as SPEC §3 does
+    s = s[~((s["item"] == s["item"].shift()) & ~s["new"])]  # collapse repeats as docs/design.md §3.1 does
     prev = s["item"].shift()
     pairs = pd.DataFrame({"prev": prev, "next": s["item"], "user": s["user"]})[~s["new"].to_numpy()]
     train_users = sorted(s["user"].unique())[::2]
