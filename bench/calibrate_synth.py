@@ -1,7 +1,7 @@
 """Compare the synthetic raw logs of ``jobs.synthesize`` with the real excerpts in ../shared/data.
 
 For each real excerpt and for synthetic data of the same size (events, users, items, time span) it
-computes, with pandas: session length (mean, median, p90) with the SPEC's gap thresholds (LastFM
+computes, with pandas: session length (mean, median, p90) with the documented gap thresholds (LastFM
 3600 s, Reddit 1800 s), sessions per user, between-session gap quantiles, within-session gap
 quantiles, item concentration (share of events on the top 1 % / 10 % of items, Gini), the share of
 consecutive repeats, and two daily-rhythm figures. Writes ``bench/results/synth_calibration.json``
@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from jobs.synthesize import generate  # noqa: E402
 
-THRESHOLDS = {"lastfm": 3600, "reddit": 1800}  # SPEC §3
+THRESHOLDS = {"lastfm": 3600, "reddit": 1800}  # docs/design.md §3.1
 
 
 def session_stats(df: pd.DataFrame, threshold_s: float) -> dict[str, float]:
@@ -44,7 +44,7 @@ def session_stats(df: pd.DataFrame, threshold_s: float) -> dict[str, float]:
     intra = dt[~new]
     per_user = starts.groupby("user").size()
     events_per_user = df.groupby("user").size()
-    # consecutive repeats (A A -> one), the collapse of SPEC §3 step 2
+    # consecutive repeats (A A -> one), the collapse of docs/design.md §3.1 rule 2
     repeat = (df["user"] == df["user"].shift()) & (df["item"] == df["item"].shift()) & ~new
     collapsed = (~repeat).groupby(sid).sum()
 
@@ -109,9 +109,9 @@ def session_stats(df: pd.DataFrame, threshold_s: float) -> dict[str, float]:
 
 
 def spec_rules_stats(df: pd.DataFrame, threshold_s: float, k: int = 20) -> dict[str, float]:
-    """What SPEC §3 keeps (collapse repeats, drop length 1 and > 40, chunks of 20, users with >= 3
-    sessions, 80/20 split per user) and next-item Recall@k of popularity vs Markov-1 on the test part:
-    a quick check that the data carry a sequential signal."""
+    """What the rules of docs/design.md §3 keep (collapse repeats, drop length 1 and > 40, chunks of 20,
+    users with >= 3 sessions, 80/20 split per user) and next-item Recall@k of popularity vs Markov-1 on
+    the test part: a quick check that the data carry a sequential signal."""
     df = df.sort_values(["user", "t"], kind="stable").reset_index(drop=True)
     dt = df.groupby("user", sort=False)["t"].diff()
     new = dt.isna() | (dt > threshold_s)
@@ -155,7 +155,8 @@ def read_jodie(path: Path) -> pd.DataFrame:
 
 
 def read_lastfm(path: Path) -> pd.DataFrame:
-    """Raw Last.fm-1K TSV; item = artist MBID, or the artist name when the MBID is empty (SPEC §2)."""
+    """Raw Last.fm-1K TSV; item = artist MBID, or the artist name when the MBID is empty
+    (docs/design.md §2)."""
     raw = pd.read_csv(
         path,
         sep="\t",
@@ -197,8 +198,8 @@ ROWS = [
     ("hour-of-day concentration of session starts (per user)", "hour_concentration", "{:.2f}"),
     ("weekday dispersion of session starts (per user, ~1 without weekly rhythm)", "weekday_dispersion", "{:.2f}"),
     ("users with no event in the last 20 % of the span", "users_quiet_last_20pct", "{:.2f}"),
-    ("after SPEC §3 rules: users / sessions", ("spec_users", "spec_sessions"), "{:,.0f}"),
-    ("after SPEC §3 rules: session length / sessions per user", ("spec_avg_session_length", "spec_sessions_per_user"), "{:.1f}"),
+    ("after the sessionization rules: users / sessions", ("spec_users", "spec_sessions"), "{:,.0f}"),
+    ("after the sessionization rules: session length / sessions per user", ("spec_avg_session_length", "spec_sessions_per_user"), "{:.1f}"),
     ("next-item Recall@20 on the 20 % test split: popularity / Markov-1", ("recall20_popularity", "recall20_markov1"), "{:.3f}"),
 ]
 

@@ -366,7 +366,7 @@ def _f(v: Any, std: Any = None, digits: int = 3) -> str:
 
 
 def target_checks(ds: Dataset, res: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
-    """(check, met?, detail) for the issue's targets; None when a figure is missing."""
+    """(check, met?, detail) for the targets listed in docs/quality.md; None when a figure is missing."""
     checks: list[tuple[str, bool | None, str]] = []
     th = res.get("thrnn", {})
     for key in FOUR:

@@ -1,4 +1,4 @@
-"""Benchmark of the Spark sessionize job against the single-process pandas implementation (issue #2 §5).
+"""Benchmark of the Spark sessionize job against the single-process pandas implementation.
 
 For each size it generates a lastfm-format log with ``jobs.synthesize`` (seeded; reused when present),
 runs ``python -m jobs.sessionize`` on ``local[2]`` and ``bench/sessionize_pandas.py``, each in its own
@@ -10,7 +10,7 @@ driver + JVM for Spark), and whether both give identical statistics. Results go 
     python bench/sessionize.py --sizes 19000000 --skip-pandas   # the full Last.fm-1K size
     python bench/sessionize.py --sizes 20000 --out /tmp/smoke.json --docs /tmp/smoke.md   # smoke run
 
-Targets (issue #2): 16M time / 4M time <= 4.4; at 16M Spark within 1.5x of pandas' time with at most
+Targets: 16M time / 4M time <= 4.4; at 16M Spark within 1.5x of pandas' time with at most
 half its peak memory; 19M events in under 10 minutes on a 2-core machine.
 """
 

@@ -1,4 +1,5 @@
-"""Single-process vectorized pandas implementation of the sessionize rules (SPEC §2-§3), for the benchmark.
+"""Single-process vectorized pandas implementation of the sessionize rules (docs/design.md §2-§3), for
+the benchmark.
 
 It is the baseline ``bench/sessionize.py`` measures the Spark job against and must give the same
 statistics (``tests/jobs/test_sessionize_bench.py`` checks that). It reads the ``lastfm`` and

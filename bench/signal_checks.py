@@ -1,7 +1,7 @@
 """Where is the signal? Simple predictors on a validation split (analysis for docs/quality.md).
 
 Measured on a validation split carved from *train only* (each user's last ``--val-sessions``
-training sessions; test is never read), with the protocol of SPEC §5:
+training sessions; test is never read), with the protocol of docs/design.md §5:
 
 - return time: MAE of conditional medians that use the signals a richer time model could add (hour
   of day and day of week at which the previous session ended, the median of only the user's most

@@ -1,12 +1,12 @@
-"""Training and evaluation speed of THRNN, HRNN and the GRU4Rec-style GRU (issue #3 §7).
+"""Training and evaluation speed of THRNN, HRNN and the GRU4Rec-style GRU (docs/train_speed.md).
 
 Measures, on CPU with 1 and 2 threads, training targets/s (next-item targets of one training epoch
 divided by its wall time, FIFO bookkeeping and optimizer included) and evaluation targets/s (test
 targets divided by the wall time of ``predict_test``, which replays every user's training history
 first and ranks each target against the full catalogue) on:
 
-- LastFM-JODIE (the ../shared/data excerpt, sessionized with the pandas reference of SPEC §3, with
-  the Spark job ``jobs.sessionize`` when ``--spark`` is given, or a sessionize output folder given
+- LastFM-JODIE (the ../shared/data excerpt, sessionized with the pandas reference of docs/design.md
+  §3, with the Spark job ``jobs.sessionize`` when ``--spark`` is given, or a sessionize output folder given
   with ``--data``);
 - a generated catalogue of 100k items (sampled softmax in training, full ranking in evaluation);
 - on CUDA when present: a few epochs of THRNN on a generated 94k-item, million-event dataset.
