@@ -19,15 +19,16 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VPY) -m thrnn.pipeline.demo $(DEMO_ARGS)
 
-# The UIs of the demo: Airflow (login admin, password printed by `make demo`) and MLflow.
+# The UIs of the demo in the foreground: each prints its URL (Airflow: and the login) and stops with all
+# its processes on Ctrl-C or SIGTERM. The launcher puts the venv first on PATH for `airflow standalone`.
+AIRFLOW_PORT ?= 8080
+MLFLOW_PORT ?= 5000
+
 airflow-ui: venv
-	AIRFLOW_HOME=$(THRNN_HOME)/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
-	AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$(CURDIR) \
-	AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(THRNN_HOME)/airflow/airflow.db \
-	$(VENV)/bin/airflow standalone
+	exec $(VPY) -m thrnn.pipeline.ui airflow --port $(AIRFLOW_PORT)
 
 mlflow-ui: venv
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(THRNN_HOME)/mlflow.db --port 5000
+	exec $(VPY) -m thrnn.pipeline.ui mlflow --port $(MLFLOW_PORT)
 
 test: venv
 	$(VPY) -m ruff check .
