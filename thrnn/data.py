@@ -1,4 +1,4 @@
-"""Session tensors and user-parallel batching for the hierarchical models (issue #3 §1).
+"""Session tensors and user-parallel batching for the hierarchical models (docs/design.md §4).
 
 A split is loaded once into per-session tensors (items padded to L = 20, lengths, users, gaps,
 flags); a batch is a vector of session rows, so training does no per-event Python work.
@@ -233,7 +233,8 @@ class HistoryState:
 
 
 # --------------------------------------------------------------------------------------------
-# a small pandas sessionizer (SPEC §3) for tests and benchmarks; the pipeline uses jobs.sessionize
+# a small pandas sessionizer (docs/design.md §3) for tests and benchmarks; the pipeline uses
+# jobs.sessionize
 
 
 def sessionize_frame(
@@ -245,7 +246,8 @@ def sessionize_frame(
     train_fraction: float = 0.8,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """``events`` with columns user, item, time (epoch seconds) -> (train, test, items, users) frames in
-    the split layout, applying SPEC §3 rules 1-6. Users and items keep their order of first appearance."""
+    the split layout, applying rules 1-6 of docs/design.md §3.1. Users and items keep their order of
+    first appearance."""
     ev = events[["user", "item", "time"]].copy()
     ev["_order"] = np.arange(len(ev))
     ev = ev.sort_values(["user", "time", "_order"], kind="stable").reset_index(drop=True)

@@ -1,4 +1,4 @@
-"""Evaluation of a trained run on the test split (SPEC §5) and the ``thrnn evaluate`` CLI.
+"""Evaluation of a trained run on the test split (docs/design.md §5) and the ``thrnn evaluate`` CLI.
 
 ``python -m thrnn evaluate --data DIR --run RUN_DIR --out metrics.json`` writes one flat JSON object:
 
@@ -107,7 +107,7 @@ def _time(true_hours: np.ndarray, pred_hours: np.ndarray | None, suffix: str) ->
 
 
 def metrics_from_predictions(pred: PredictionsLike, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, Any]:
-    """The flat metrics dict of SPEC §5 from per-target ranks and per-gap predictions."""
+    """The flat metrics dict of docs/design.md §5 from per-target ranks and per-gap predictions."""
     true_hours = np.asarray(pred.gap_true_hours, dtype=np.float64)
     if true_hours.size and (np.isnan(true_hours).any() or (true_hours < 0).any()):
         raise ValueError("gap_true_hours must be >= 0 and not NaN (only real gaps are targets)")
@@ -175,7 +175,7 @@ def format_summary(metrics: dict[str, Any]) -> str:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.description = "Evaluate a trained run on the test split of a sessionized dataset (SPEC §5)."
+    p.description = "Evaluate a trained run on the test split of a sessionized dataset (docs/design.md §5)."
     p.add_argument("--data", required=True, help="sessionize output folder (train/, test/, items/, users/)")
     p.add_argument("--run", required=True, help="training run folder holding model.pt")
     p.add_argument("--out", required=True, help="path of the metrics JSON to write (atomically)")

@@ -1,4 +1,4 @@
-"""Test-time replay: ranks of every test target and return-time predictions (SPEC §5).
+"""Test-time replay: ranks of every test target and return-time predictions (docs/design.md §5).
 
 Every user's sessions are replayed in time order in eval mode (training sessions first, to build
 the FIFO of session representations, then test sessions), so test session i sees only the user's

@@ -1,4 +1,4 @@
-"""Reading (and, for tests and tools, writing) the sessionized Parquet splits of SPEC §3.
+"""Reading (and, for tests and tools, writing) the sessionized Parquet splits of docs/design.md §3.3.
 
 The Spark job ``jobs.sessionize`` is the producer in the pipeline; :func:`split_from_sessions`
 builds the same layout from plain Python lists so that model tests need no Spark.

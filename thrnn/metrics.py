@@ -1,4 +1,4 @@
-"""Evaluation metrics shared by every model and baseline (SPEC §5).
+"""Evaluation metrics shared by every model and baseline (docs/design.md §5).
 
 Ranking: full ranking over the catalogue (item ids 1..N, padding id 0 never a candidate), ties
 counted against the model: ``rank = 1 + #items scoring higher + #other items scoring equal``.

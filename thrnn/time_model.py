@@ -1,4 +1,4 @@
-"""Point-process model of the time until a user's next session (SPEC §4, reference §3.2).
+"""Point-process model of the time until a user's next session (docs/design.md §4.2, §4.4).
 
 Units. The model works on its own time axis ``u = (gap_hours / time_unit_hours) ** gap_exponent``
 (``to_model_time`` / ``from_model_time``); every function named ``*_hours`` takes and returns hours

@@ -1,4 +1,5 @@
-"""Training: ``python -m thrnn train --data DIR --model {thrnn,hrnn,gru4rec} --out RUN_DIR`` (issue #3 §3).
+"""Training: ``python -m thrnn train --data DIR --model {thrnn,hrnn,gru4rec} --out RUN_DIR``
+(docs/design.md §4).
 
 Per epoch the users' FIFOs of session representations start empty (as in the research code), so an
 epoch boundary is a clean cut: the checkpoint written after each epoch (model, optimizer, RNG

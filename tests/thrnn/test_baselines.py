@@ -219,7 +219,7 @@ def test_bad_split_is_a_clear_error(tmp_path):
 
 @pytest.mark.realdata
 def test_reference_figures_on_lastfm_jodie():
-    """Independent implementations measured these on this split (issue #3 §6)."""
+    """Independent implementations measured these on this split (docs/quality.md)."""
     from tests.conftest import shared_file
     from thrnn.data import read_jodie_tsv, sessionize_frame
     from thrnn.io import Split

@@ -243,7 +243,8 @@ def test_sknn_by_hand_first_item_uses_the_previous_session_as_query(tasks):
 
 
 def test_sknn_long_queries_and_bad_params():
-    # sessions longer than SPEC's 20 (another producer): the query keeps its last 50 events
+    # sessions longer than L = 20 (docs/design.md §3.1), from another producer: the query keeps its
+    # last 50 events
     long = [_s([1 + (j % 7) for j in range(60)], T0), _s([2, 3], T0 + 10 * H), _s([3, 1, 2], T0 + 20 * H)]
     split = split_from_sessions({0: long, 1: [_s([1, 2], T0 + i * H) for i in range(3)]}, train_fraction=0.5)
     for kind in sa.KINDS:

@@ -1,4 +1,5 @@
-"""Baselines of SPEC §5 on the same split and protocol as the models, and the ``thrnn baselines`` CLI.
+"""Baselines of docs/design.md §5 on the same split and protocol as the models, and the
+``thrnn baselines`` CLI.
 
 The session-aware (personal-history) baselines live in :mod:`thrnn.baselines.session_aware` (and the
 session-kNN in :mod:`thrnn.baselines.sknn`); :func:`next_session_lists` gives their ranking for every

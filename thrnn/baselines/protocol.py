@@ -1,4 +1,4 @@
-"""The evaluation targets of SPEC §5 read straight from a split, for the non-neural baselines.
+"""The evaluation targets of docs/design.md §5 read straight from a split, for the non-neural baselines.
 
 - next item: every test position but the first (positions 1..len-1 of each test session, continuation
   chunks included), with the previous item of the same session;

@@ -28,10 +28,11 @@ user-aware variant):
 
 Deviations from ``session-rec``, on purpose: the linear position weight is clipped at 0 (the
 reference ``linear`` weighting turns negative, and is 0 for the latest items, in queries longer than
-10); event counts replace wall-clock times in the reminder; a query keeps its last 50 events (SPEC
-sessions hold at most 20). Ties in the final score are broken by training popularity like every
-baseline here. k, m, extend, boost, ``exclude_query`` and w_remind are chosen on the validation split
-(next and first item separately, :func:`tune`, on at most ``TUNE_MAX_TARGETS`` evenly spaced targets).
+10); event counts replace wall-clock times in the reminder; a query keeps its last 50 events (the
+sessionized splits hold at most 20, docs/design.md §3.1). Ties in the final score are broken by
+training popularity like every baseline here. k, m, extend, boost, ``exclude_query`` and w_remind are
+chosen on the validation split (next and first item separately, :func:`tune`, on at most
+``TUNE_MAX_TARGETS`` evenly spaced targets).
 """
 
 from __future__ import annotations

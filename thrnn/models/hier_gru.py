@@ -1,6 +1,6 @@
 """Hierarchical session GRU: THRNN (Vassøy et al., WSDM 2019), HRNN and a GRU4Rec-style GRU.
 
-One class, three flag settings (SPEC §4):
+One class, three flag settings (docs/design.md §4):
 
 - ``inter``: an inter-session GRU reads the user's last K session representations (the intra GRU's
   state after all but the last item of each earlier session) and its output initialises the

@@ -64,7 +64,8 @@ def _pandera_problems(name: str, schema: Any, frame: pd.DataFrame) -> list[str]:
 
 
 def validate_split(data_dir: str | Path) -> dict[str, Any]:
-    """Check a sessionize output folder against SPEC §3; return its figures, raise ContractError."""
+    """Check a sessionize output folder against docs/design.md §3; return its figures, raise
+    ContractError."""
     from thrnn.io import read_split
 
     split = read_split(data_dir)

@@ -140,7 +140,8 @@ def sessionize(settings: PipelineSettings, params: RunParams, run_date: dt.date)
 
 
 def validate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
-    """Contracts on the split (pandera + SPEC §3 rules); fails with every broken rule listed."""
+    """Contracts on the split (pandera + the rules of docs/design.md §3); fails with every broken rule
+    listed."""
     from .checks import validate_split
 
     paths = settings.run_paths(params.dataset, run_date)
