@@ -93,11 +93,23 @@ def _display(uri: str) -> str:
     return unquote(parsed.path) if parsed.scheme in ("", "file") else uri
 
 
+_GLOB_CHARS = re.compile(r"([\\*?\[\]{}])")
+
+
+def spark_path(path: str) -> str:
+    """``path`` as Spark should read it: Hadoop takes ``* ? [ ] { }`` as a glob, so a local file or
+    folder that exists under its literal name (``raw[1].csv``) gets them escaped and is read as
+    itself, not as whatever the pattern matches; anything else (a real glob, a URI) is left as given."""
+    if "://" not in path and _GLOB_CHARS.search(path) and os.path.exists(path):
+        return _GLOB_CHARS.sub(r"\\\1", path)
+    return path
+
+
 def _reader(spark: SparkSession, input_format: str, path: str) -> DataFrame:
     try:
         if input_format == "parquet":
-            return spark.read.parquet(path)
-        return spark.read.text(path)
+            return spark.read.parquet(spark_path(path))
+        return spark.read.text(spark_path(path))
     except AnalysisException as exc:
         raise InputError(f"cannot read input {path!r}: {str(exc).splitlines()[0]}") from exc
 
@@ -182,7 +194,7 @@ def _with_origin(df: DataFrame, files: list[InputFile]) -> DataFrame:
 
 def read_text_lines(spark: SparkSession, inputs: list[str], files: list[InputFile]) -> DataFrame:
     """Raw lines of text inputs as :data:`jobs.schemas.LINE_SCHEMA` rows (header lines included)."""
-    frames = [_with_origin(spark.read.text(path), files) for path in inputs]
+    frames = [_with_origin(spark.read.text(spark_path(path)), files) for path in inputs]
     lines = frames[0]
     for frame in frames[1:]:
         lines = lines.unionByName(frame)
@@ -197,7 +209,7 @@ def read_parquet_rows(
     columns = list(roles)
     frames = []
     for path in inputs:
-        df = spark.read.parquet(path)
+        df = spark.read.parquet(spark_path(path))
         missing = [c for c in columns if c not in df.columns]
         if missing:
             raise InputError(f"input {path!r} lacks column(s) {missing}; it has {df.columns}")

@@ -63,6 +63,18 @@ def test_an_extra_column_is_ignored_and_a_quoted_file_name_is_read(spark, tmp_pa
     assert pd.read_parquet(tmp_path / "out" / C.ITEMS_DIR)[C.ITEM_KEY].tolist() == ["a", "b"]
 
 
+def test_a_file_whose_name_looks_like_a_glob_is_read_as_itself(spark, tmp_path):
+    # Hadoop reads raw[1].csv as the pattern raw1.csv: the file beside it must not be read instead
+    raw = _csv(tmp_path / "raw[1].csv", "user_id,item_id,timestamp",
+               [f"u,{'ab'[k % 2]},{t}" for k, t in enumerate(TIMES)])
+    _csv(tmp_path / "raw1.csv", "user_id,item_id,timestamp", ["v,c,1230768000"])
+    stats = run(spark, "events", [str(raw)], tmp_path / "out")
+    assert (stats["raw_rows"], stats["events"], stats["sessions"]) == (6, 6, 3)
+    # a real pattern still globs: both files, 7 rows
+    both = run(spark, "events", [str(tmp_path / "raw*.csv")], tmp_path / "out2", max_bad_fraction=1.0)
+    assert both["raw_rows"] == 7
+
+
 @pytest.mark.parametrize(("kind", "message"), [
     ("csv", r"^item column 'item_id' not among the input's columns \['user_id', 'timestamp', 'item'\]$"),
     ("parquet", r"^input '.*/in\.parquet' lacks column\(s\) \['item_id'\]; it has \['user_id', 'timestamp', "
