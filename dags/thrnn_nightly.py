@@ -31,8 +31,8 @@ Training starts from a **preset**, chosen by the param `preset` or, when it is e
 
 | preset | what it is |
 |---|---|
-| `lastfm` | product default for Last.fm logs: the paper's LastFM settings plus what validation chose (tied embeddings, cosine schedule, user embedding 50, 40 epochs) |
-| `reddit` | product default for Reddit logs: the paper's Reddit settings (item embedding 50) plus lr 2e-3, tied embeddings, 40 epochs |
+| `lastfm` | product default for Last.fm logs: the paper's LastFM settings plus what validation chose (tied embeddings, cosine schedule, user embedding 50, the personal-history mixture, 10 epochs, the log-normal return-time head) |
+| `reddit` | product default for Reddit logs: the paper's Reddit settings (item embedding 50) plus lr 2e-3, tied embeddings, the mixture, 10 epochs, the log-normal head |
 | `events` | product default for generic event logs: same as `lastfm` (LastFM-like sizes) |
 | `paper-lastfm`, `paper-reddit` | the paper's settings (Table 2 of Vassøy et al. 2019) |
 
