@@ -6,6 +6,14 @@ epoch boundary is a clean cut: the checkpoint written after each epoch (model, o
 states, epoch, config, history) and per-epoch reseeding make ``--resume`` bit-identical to an
 uninterrupted run on CPU. Test sessions are never read here; ``--val-sessions`` carves a
 validation split out of training.
+
+Under ``torchrun --nproc-per-node N`` (WORLD_SIZE > 1) the run is data-parallel (:mod:`thrnn.distributed`):
+users are sharded across the processes, ``batch_size`` users per optimizer step are split across them,
+each step's loss is the mean over every rank's targets, and rank 0 alone writes the run folder and
+calls ``on_epoch``. Each rank's dropout and sampling streams are seeded from (seed, epoch, rank), so the
+same data, config and number of processes give the same model, and ``--resume`` with the same number
+of processes is bit-identical to an uninterrupted run of that many processes on CPU (it is not
+comparable bit for bit to a run with another number of processes: the steps see other user groups).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from thrnn import distributed
 from thrnn import time_model as tm
 from thrnn.checkpoint import (
     CHECKPOINT_FILE,
@@ -56,8 +65,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch) % 2**62
+def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    base = (seed * 1_000_003 + epoch) % 2**62
+    # rank 0 keeps the single-process stream; other ranks get their own dropout and sampling draws
+    return base if rank == 0 else (base * 998_244_353 + rank) % 2**62
 
 
 def finalize_state(model: HierarchicalGRU, train_count: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -106,6 +117,8 @@ class _Trainer:
         self.base_lrs = [g["lr"] for g in groups]
         self.amp = cfg.amp and device.type == "cuda"
         self.sampler = torch.Generator(device=device)
+        self.ctx: distributed.Context | None = None
+        self.plan: np.ndarray | None = None  # (world, steps, 3) per-batch counts of every rank
         if model.mixture:
             if cfg.sampled_softmax > 0:
                 raise ValueError("the personal-history mixture needs the full softmax: set sampled_softmax 0")
@@ -123,8 +136,13 @@ class _Trainer:
         self.row_start = ph.row_start.to(self.device)
         self.flat = ph.flat.to(self.device)
 
-    def step(self, rows: torch.Tensor, rows_cpu: torch.Tensor, state: HistoryState) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward + backward of one batch; returns (loss parts [joint, rec, time, first], ok flag)."""
+    def step(self, rows: torch.Tensor, rows_cpu: torch.Tensor, state: HistoryState,
+             scale: tuple[float, float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward + backward of one batch; returns (loss parts [joint, rec, time, first], ok flag).
+
+        ``scale`` (data-parallel runs): this rank's share of the step's (targets, first items, gaps) over
+        all ranks; each loss part is multiplied by it, so the gradients summed over ranks are those of
+        the mean over the whole step, and the returned parts are the whole step's."""
         model, cfg = self.model, self.cfg
         u = self.users[rows]
         u_cpu = self.data.users[rows_cpu]
@@ -150,6 +168,8 @@ class _Trainer:
                 logits = model.item_logits(states, cand)
                 target_idx = t_items - 1 if cand is None else torch.searchsorted(cand, t_items)
                 loss_rec = F.cross_entropy(logits.float(), target_idx)
+            if scale is not None:
+                loss_rec = loss_rec * scale[0]
             zero = loss_rec.new_zeros(())
             loss_time = loss_first = zero
             loss = loss_rec
@@ -170,20 +190,43 @@ class _Trainer:
                 else:
                     nll = tm.nll(model.time_a(h), model.time_head.w, self.u[rows])
                 loss_time = torch.where(tmask, nll, zero).sum() / tmask.sum().clamp(min=1)
+                if scale is not None:
+                    loss_time, loss_first = loss_time * scale[2], loss_first * scale[1]
                 loss = cfg.loss_time * loss_time + cfg.loss_rec * loss_rec + cfg.loss_first * loss_first
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        parts = torch.stack([loss, loss_rec, loss_time, loss_first]).detach()
+        if self.ctx is not None:
+            parts = distributed.sum_gradients(self.params, parts).to(parts.device)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
-        ok = torch.isfinite(loss) & torch.isfinite(norm)
+        # data-parallel: the loss and the norm are the whole step's, so every rank takes the same decision
+        ok = torch.isfinite(parts[0]) & torch.isfinite(norm)
         state.push(u, torch.nan_to_num(rep.detach().float()), self.buckets[rows], u_cpu)
-        return torch.stack([loss, loss_rec, loss_time, loss_first]).detach(), ok
+        return parts, ok
+
+    def idle_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A data-parallel step of a rank without a batch left this epoch: no gradient of its own, but it
+        takes part in the gradient sum and the optimizer step like every rank."""
+        self.optimizer.zero_grad(set_to_none=True)
+        parts = distributed.sum_gradients(self.params, torch.zeros(4, dtype=torch.float64))
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
+        return parts, torch.isfinite(parts[0]) & torch.isfinite(norm.cpu())
+
+    def _step_scale(self, i: int) -> tuple[float, float, float]:
+        assert self.plan is not None and self.ctx is not None
+        mine, every = self.plan[self.ctx.rank, i], self.plan[:, i].sum(0)
+        rec = mine[0] / every[0] if every[0] else 0.0
+        first = mine[1] / every[1] if every[1] else 0.0
+        gaps = max(int(mine[2]), 1) / max(int(every[2]), 1)  # matches the clamp(min=1) of the time loss
+        return float(rec), float(first), float(gaps)
 
     def epoch(self, batches: list[torch.Tensor], epoch: int, progress: bool, bad_before: int = 0) -> dict[str, Any]:
         """One pass over ``batches`` (CPU row tensors) from empty FIFOs. ``bad_before``: steps skipped
         earlier in the run; ``cfg.max_bad_steps`` bounds the run's total, not each epoch's."""
-        cfg, model = self.cfg, self.model
-        seed = _epoch_seed(cfg.seed, epoch)
+        cfg, model, ctx = self.cfg, self.model, self.ctx
+        seed = _epoch_seed(cfg.seed, epoch, 0 if ctx is None else ctx.rank)
         seed_everything(seed)
         factor = cfg.lr_factor(epoch)  # stateless in the epoch, so --resume needs no scheduler state
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
@@ -191,16 +234,27 @@ class _Trainer:
         self.sampler.manual_seed(seed)
         model.train()
         state = HistoryState(self.data.n_users, cfg.history_sessions, model.hidden, self.device)
-        counts = [int((self.data.lengths[b] - 1).sum()) for b in batches]
+        if ctx is None:
+            counts = [int((self.data.lengths[b] - 1).sum()) for b in batches]
+        else:  # the whole step's targets; ranks past their last batch take idle steps
+            assert self.plan is not None
+            counts = [int(c) for c in self.plan[:, :, 0].sum(0)]
         n_targets = sum(counts)
         sums = torch.zeros(4, dtype=torch.float64)
         weight = 0
         bad = 0
         start = time.perf_counter()
         bar = tqdm(total=n_targets, unit="tgt", unit_scale=True, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)
-        for i, rows in enumerate(batches):
-            parts, ok = self.step(rows.to(self.device, non_blocking=True), rows, state)
+                   disable=not progress or (ctx is not None and not ctx.is_main), leave=False)
+        for i in range(len(counts)):
+            if ctx is None:
+                rows = batches[i]
+                parts, ok = self.step(rows.to(self.device, non_blocking=True), rows, state)
+            elif i < len(batches):
+                rows = batches[i]
+                parts, ok = self.step(rows.to(self.device, non_blocking=True), rows, state, self._step_scale(i))
+            else:
+                parts, ok = self.idle_step()
             k = counts[i]
             if bool(ok):
                 self.optimizer.step()
@@ -233,7 +287,7 @@ class _Trainer:
             "w": float(model.time_head.w.detach()) if model.temporal and not model.lognormal else None,
             "lr": self.optimizer.param_groups[0]["lr"],
             "targets": n_targets,
-            "batches": len(batches),
+            "batches": len(counts),
             "seconds": seconds,
             "targets_per_s": n_targets / seconds if seconds > 0 else math.inf,
             "bad_steps": bad,
@@ -276,6 +330,9 @@ def train_sessions(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    ctx = distributed.start(device.type)
+    if ctx is not None and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     # Deterministic kernels are cheap on CPU; on CUDA they would need CUBLAS_WORKSPACE_CONFIG and slow
@@ -283,19 +340,42 @@ def train_sessions(
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(device.type == "cpu")
     try:
-        return _train(data, run_dir, cfg, device, resume, progress, on_epoch)
+        return _train(data, run_dir, cfg, device, resume, progress, on_epoch, ctx)
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
 
+def _shard(data: SessionData, train_mask: torch.Tensor, cfg: TrainConfig, trainer: _Trainer,
+           ctx: distributed.Context) -> list[torch.Tensor]:
+    """This rank's batches (of its own users only) and, on the trainer, every rank's per-batch counts."""
+    owner = distributed.shard_users(distributed.user_targets(data, train_mask), ctx.world)
+    mine = train_mask & torch.from_numpy(owner == ctx.rank)[data.users]
+    local = distributed.local_batch_size(cfg.batch_size, ctx)
+    batches = [torch.from_numpy(b) for b in user_parallel_batches(data, mine, local)]
+    first_ok, time_ok = ~data.is_continuation, data.time_mask
+    counts = np.array([[int((data.lengths[b] - 1).sum()), int(first_ok[b].sum()), int(time_ok[b].sum())]
+                       for b in batches], dtype=np.int64).reshape(-1, 3)
+    trainer.ctx = ctx
+    trainer.plan = distributed.all_gather_counts(counts, ctx, trainer.device)
+    log.info("rank %d/%d: %d users, %d targets, %d batches of <= %d users (%d steps per epoch)", ctx.rank,
+             ctx.world, int((owner == ctx.rank).sum()), int(counts[:, 0].sum()), len(batches), local,
+             trainer.plan.shape[1])
+    return batches
+
+
 def _train(data: SessionData, run_dir: Path, cfg: TrainConfig, device: torch.device, resume: bool,
-           progress: bool, on_epoch: Callable[[int, dict], None] | None) -> dict[str, Any]:
+           progress: bool, on_epoch: Callable[[int, dict], None] | None,
+           ctx: distributed.Context | None = None) -> dict[str, Any]:
+    is_main = ctx is None or ctx.is_main
     seed_everything(cfg.seed)
     model = build_model(cfg, data.n_items, data.n_users).to(device)
     trainer = _Trainer(model, data, cfg, device)
     val = data.validation_mask(cfg.val_sessions)
     train_mask = ~data.is_test & ~val
-    batches = [torch.from_numpy(b) for b in user_parallel_batches(data, train_mask, cfg.batch_size)]
+    if ctx is None:
+        batches = [torch.from_numpy(b) for b in user_parallel_batches(data, train_mask, cfg.batch_size)]
+    else:
+        batches = _shard(data, train_mask, cfg, trainer, ctx)
     history: dict[str, Any] = {
         "model": cfg.model,
         "device": describe(device),
@@ -308,17 +388,23 @@ def _train(data: SessionData, run_dir: Path, cfg: TrainConfig, device: torch.dev
         "epochs": [],
         "bad_steps": 0,  # skipped non-finite steps of the whole run (kept across --resume)
     }
+    if ctx is not None:
+        history["world_size"] = ctx.world
     best: dict[str, Any] = {"score": -math.inf, "epoch": None, "state": None}
     start_epoch = 0
     ckpt = load_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         _check_resume(ckpt["config"], cfg)
+        saved_world, world = int(ckpt.get("world_size", 1)), 1 if ctx is None else ctx.world
+        if saved_world != world:
+            raise ValueError(f"cannot resume: the checkpoint was trained by {saved_world} process(es), this "
+                             f"run has {world} (the users of each step would differ)")
         model.load_state_dict(ckpt["model"])
         trainer.optimizer.load_state_dict(ckpt["optimizer"])
         history = ckpt["history"]
         best = ckpt["best"]
         start_epoch = int(ckpt["epoch"])
-        _set_rng(ckpt["rng"])
+        _set_rng(ckpt["rng"] if ctx is None else ckpt["rng_ranks"][ctx.rank])
         log.info("resuming %s after epoch %d", run_dir, start_epoch)
     elif resume:
         log.info("no %s in %s: training from scratch", CHECKPOINT_FILE, run_dir)
@@ -329,7 +415,9 @@ def _train(data: SessionData, run_dir: Path, cfg: TrainConfig, device: torch.dev
         record = trainer.epoch(batches, epoch, progress, bad_before=int(history["bad_steps"]))
         history["bad_steps"] = int(history["bad_steps"]) + int(record["bad_steps"])
         if val.any():
-            record.update(validate(model, data, cfg, val, device))
+            # the replicas are equal: rank 0 validates and the others take its figures
+            figures = validate(model, data, cfg, val, device) if is_main else None
+            record.update(figures if ctx is None else distributed.broadcast_object(figures, ctx))
             score = record["val_recall@20"]
             if score > best["score"]:
                 best = {"score": score, "epoch": epoch + 1,
@@ -338,8 +426,9 @@ def _train(data: SessionData, run_dir: Path, cfg: TrainConfig, device: torch.dev
             else:
                 stale += 1
         history["epochs"].append(record)
-        log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if not isinstance(v, list)})
-        save_checkpoint(run_dir, {
+        if is_main:
+            log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if not isinstance(v, list)})
+        payload = {
             "epoch": epoch + 1,
             "config": cfg.to_dict(),
             "model": model.state_dict(),
@@ -347,17 +436,25 @@ def _train(data: SessionData, run_dir: Path, cfg: TrainConfig, device: torch.dev
             "rng": _get_rng(),
             "history": history,
             "best": best,
-        })
-        if on_epoch is not None:
-            on_epoch(epoch + 1, record)
+        }
+        if ctx is not None:
+            payload["world_size"] = ctx.world
+            payload["rng_ranks"] = distributed.gather_objects(payload["rng"], ctx)
+            payload["rng"] = payload["rng_ranks"][0]
+        if is_main:
+            save_checkpoint(run_dir, payload)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, record)
         if cfg.patience and stale >= cfg.patience:
             log.info("no better val recall@20 for %d epochs: stopping", stale)
             break
     if best["state"] is not None:
         model.load_state_dict(best["state"])
         history["best_epoch"] = best["epoch"]
-    save_model(run_dir, model, cfg, finalize_state(model, data.item_train_count))
-    atomic_write_json(history, run_dir / HISTORY_FILE)
+    if is_main:
+        save_model(run_dir, model, cfg, finalize_state(model, data.item_train_count))
+        atomic_write_json(history, run_dir / HISTORY_FILE)
+    distributed.barrier(ctx)  # no rank returns before the run folder is complete
     return history
 
 
@@ -444,9 +541,18 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import os
+
+    rank = int(os.environ.get("RANK") or 0)
+    # under torchrun the other ranks log their sharding and warnings only, with their rank
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s %(name)s{f' [rank {rank}]' if rank else ''}: %(message)s")
+    if rank:
+        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger(__name__).setLevel(logging.INFO)
     cfg = config_from_args(args, _preset(args), args.config)
     history = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress)
+    if rank:
+        return 0
     last = history["epochs"][-1] if history["epochs"] else {}
     print(f"trained {cfg.model} for {len(history['epochs'])} epochs -> {args.out}/model.pt "
           f"(last loss {last.get('loss', float('nan')):.4f}, {last.get('targets_per_s', 0):.0f} targets/s)")
