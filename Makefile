@@ -7,11 +7,14 @@ export THRNN_HOME ?= $(CURDIR)/var
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON ?= $(CURDIR)/$(VPY)
 
-.PHONY: venv demo test lint bench clean airflow-ui mlflow-ui
+.PHONY: venv demo test test-fast lint bench clean airflow-ui mlflow-ui
 
-$(VENV)/.installed: requirements.txt constraints.txt
+# The pinned requirements, then the project itself, editable: benches, tests and tools import jobs/,
+# thrnn/ and bench/ from anywhere without touching sys.path.
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -33,6 +36,10 @@ mlflow-ui: venv
 test: venv
 	$(VPY) -m ruff check .
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+# The edit-run loop: no Spark, no Airflow, no PostgreSQL, nothing marked slow. CI runs `test`.
+test-fast: venv
+	$(VPY) -m pytest -q -m "not spark and not airflow and not postgres and not slow" $(PYTEST_ARGS)
 
 lint: venv
 	$(VPY) -m ruff check .

@@ -32,12 +32,8 @@ from typing import Any
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: make jobs/, thrnn/ and bench/ importable
-    sys.path.insert(0, str(REPO))
-
-from bench.quality import machine_info  # noqa: E402
-from thrnn.backtest import (  # noqa: E402
+from bench.quality import machine_info
+from thrnn.backtest import (
     LAW_ONLY,
     format_markdown,
     horizons_in_order,
@@ -45,8 +41,10 @@ from thrnn.backtest import (  # noqa: E402
     run_backtest,
     write_outputs,
 )
-from thrnn.evaluate import write_json_atomic  # noqa: E402
-from thrnn.scoring import run_date_end  # noqa: E402
+from thrnn.evaluate import write_json_atomic
+from thrnn.scoring import run_date_end
+
+REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("bench.backtest")
 

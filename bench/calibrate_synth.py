@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from jobs.synthesize import generate
 
-from jobs.synthesize import generate  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 THRESHOLDS = {"lastfm": 3600, "reddit": 1800}  # docs/design.md §3.1
 

@@ -17,22 +17,19 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: make thrnn/ importable
-    sys.path.insert(0, str(REPO))
+from thrnn.config import config_for
+from thrnn.data import load_sessions, read_jodie_tsv, sessionize_frame
+from thrnn.evaluate import write_json_atomic
+from thrnn.io import Split
+from thrnn.train import train_sessions
 
-from thrnn.config import config_for  # noqa: E402
-from thrnn.data import load_sessions, read_jodie_tsv, sessionize_frame  # noqa: E402
-from thrnn.evaluate import write_json_atomic  # noqa: E402
-from thrnn.io import Split  # noqa: E402
-from thrnn.train import train_sessions  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 JODIE = REPO.parent / "shared" / "data" / "lastfm-1k-jodie-subset" / "lastfm_jodie_first10pct.tsv.gz"
 

@@ -40,13 +40,11 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: make jobs/ and thrnn/ importable
-    sys.path.insert(0, str(REPO))
+from jobs import columns as C
+from thrnn.evaluate import write_json_atomic
+from thrnn.io import Split, read_split, write_split
 
-from jobs import columns as C  # noqa: E402
-from thrnn.evaluate import write_json_atomic  # noqa: E402
-from thrnn.io import Split, read_split, write_split  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("bench.quality")
 

@@ -23,12 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: make jobs/, thrnn/ and bench/ importable
-    sys.path.insert(0, str(REPO))
+from bench.quality import machine_info
+from thrnn.evaluate import write_json_atomic
 
-from bench.quality import machine_info  # noqa: E402
-from thrnn.evaluate import write_json_atomic  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 RAW = REPO.parent / "shared" / "data" / "lastfm-1k" / "user_000001_full_history.tsv.gz"
 OUT = REPO / "bench" / "results" / "return_time_lastfm1k.json"

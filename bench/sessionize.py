@@ -28,10 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from jobs import columns as C
 
-from jobs import columns as C  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TARGETS = {"linear_ratio_16m_4m": 4.4, "time_vs_pandas_16m": 1.5, "memory_vs_pandas_16m": 0.5, "seconds_19m": 600}
 

@@ -17,15 +17,12 @@ import datetime as dt
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from jobs import columns as C  # noqa: E402
+from jobs import columns as C
 
 DEFAULT_GAP_SECONDS = {"lastfm": 3600.0, "reddit": 1800.0}
 REASONS = [

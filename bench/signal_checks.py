@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from thrnn.data import SessionData, load_sessions, read_jodie_tsv, sessionize_frame
+from thrnn.io import Split
 
-from thrnn.data import SessionData, load_sessions, read_jodie_tsv, sessionize_frame  # noqa: E402
-from thrnn.io import Split  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {

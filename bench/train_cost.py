@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.train_speed import JODIE, hardware
+from thrnn.data import load_sessions, read_jodie_tsv, sessionize_frame, user_parallel_batches
+from thrnn.io import Split
 
-from bench.train_speed import JODIE, hardware  # noqa: E402
-from thrnn.data import load_sessions, read_jodie_tsv, sessionize_frame, user_parallel_batches  # noqa: E402
-from thrnn.io import Split  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _time(fn, repeat: int) -> float:

@@ -39,16 +39,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from jobs import columns as C
+from thrnn.checkpoint import load_run
+from thrnn.config import config_for
+from thrnn.data import SessionData, load_sessions, read_jodie_tsv, sessionize_frame
+from thrnn.inference import predict_test
+from thrnn.io import Split, read_split
+from thrnn.train import train_sessions
 
-from jobs import columns as C  # noqa: E402
-from thrnn.checkpoint import load_run  # noqa: E402
-from thrnn.config import config_for  # noqa: E402
-from thrnn.data import SessionData, load_sessions, read_jodie_tsv, sessionize_frame  # noqa: E402
-from thrnn.inference import predict_test  # noqa: E402
-from thrnn.io import Split, read_split  # noqa: E402
-from thrnn.train import train_sessions  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 JODIE = ROOT.parent / "shared" / "data" / "lastfm-1k-jodie-subset" / "lastfm_jodie_first10pct.tsv.gz"
 

@@ -17,21 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from thrnn.config import config_for
+from thrnn.data import SessionData, load_sessions, read_jodie_tsv, sessionize_frame, user_parallel_batches
+from thrnn.device import resolve_device
+from thrnn.io import Split, read_split
+from thrnn.models import build_model
+from thrnn.train import _Trainer, seed_everything, validate
 
-from thrnn.config import config_for  # noqa: E402
-from thrnn.data import SessionData, load_sessions, read_jodie_tsv, sessionize_frame, user_parallel_batches  # noqa: E402
-from thrnn.device import resolve_device  # noqa: E402
-from thrnn.io import Split, read_split  # noqa: E402
-from thrnn.models import build_model  # noqa: E402
-from thrnn.train import _Trainer, seed_everything, validate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 JODIE = ROOT.parent / "shared" / "data" / "lastfm-1k-jodie-subset" / "lastfm_jodie_first10pct.tsv.gz"
 

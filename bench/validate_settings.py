@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: make bench/, jobs/ and thrnn/ importable
-    sys.path.insert(0, str(REPO))
+from bench import quality as Q
 
-from bench import quality as Q  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 FIGURES = ("recall@20", "mrr@20", "first_item_recall@20", "first_item_mrr@20", "mae_hours")
 

@@ -15,6 +15,8 @@ from thrnn.pipeline.params import PARAM_SPECS, TRAIN_PARAMS, train_param_spec
 
 from .conftest import AIRFLOW_ENV, DAGS, REPO
 
+pytestmark = pytest.mark.airflow  # parses the DAG with Airflow
+
 CHAIN = ["sessionize", "validate", "train", "evaluate", "register", "score", "publish", "check", "promote",
          "backtest"]
 

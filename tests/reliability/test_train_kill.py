@@ -12,10 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.thrnn.test_data import tiny_split
 from thrnn.checkpoint import CHECKPOINT_FILE, MODEL_FILE, load_checkpoint
+
+pytestmark = pytest.mark.slow  # two training subprocesses
 
 REPO = Path(__file__).resolve().parents[2]
 TIMING = ("seconds", "targets_per_s")

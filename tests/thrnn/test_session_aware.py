@@ -494,6 +494,7 @@ def test_next_session_lists_by_hand():
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_lastfm_excerpt_invariants():
     from tests.conftest import shared_file
     from thrnn.baselines import ranking

@@ -201,6 +201,7 @@ def test_batches_cover_the_whole_train_split_on_a_skewed_split():
     assert np.array_equal(np.sort(rows), np.flatnonzero(~data.is_test.numpy()))
 
 
+@pytest.mark.slow  # a training subprocess
 def test_cli_help_documents_every_option_and_trains(tmp_path):
     import argparse
 
