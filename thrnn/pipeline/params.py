@@ -13,6 +13,7 @@ The training knobs among them are not declared here: :data:`TRAIN_PARAMS` lists 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -247,62 +248,56 @@ class RunParams:
         return dict(self.train)
 
 
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "array": (list, tuple),
-    "null": (type(None),),
+# The schema keys the specs use, as the one-line message a trigger form shows; ``{v}`` is the rule's
+# value and ``{got}`` the param's. Airflow's ``Param`` validates with jsonschema too, so a value refused
+# here is refused in the trigger form in the same terms.
+_MESSAGES: dict[str, str] = {
+    "type": "must be of type {v}",
+    "enum": "must be one of {v}",
+    "pattern": "must match {v}",
+    "minLength": "must not be empty",
+    "minimum": "must be >= {v}",
+    "maximum": "must be <= {v}",
+    "exclusiveMinimum": "must be > {v}",
+    "exclusiveMaximum": "must be < {v}",
+    "minItems": "must have {v} items",
+    "maxItems": "must have {v} items",
 }
 
 
-def _type_ok(value: Any, types: str | list[str]) -> bool:
-    for t in [types] if isinstance(types, str) else types:
-        # bool is an int in Python but not in JSON schema
-        if isinstance(value, bool) and t in ("integer", "number"):
-            continue
-        if t == "integer" and isinstance(value, float) and value.is_integer():
-            return True
-        if isinstance(value, _JSON_TYPES[t]):
-            return True
-    return False
-
-
-def _check_scalar(name: str, value: Any, spec: Mapping[str, Any]) -> None:
-    if not _type_ok(value, spec["type"]):
-        raise ParamError(f"param {name!r} must be of type {spec['type']}, got {value!r}")
-    if value is None:
-        return
-    if "enum" in spec and value not in spec["enum"]:
-        allowed = [v for v in spec["enum"] if v is not None]
-        raise ParamError(f"param {name!r} must be one of {allowed}, got {value!r}")
-    if "pattern" in spec and not re.fullmatch(spec["pattern"], value):
-        raise ParamError(f"param {name!r} must match {spec['pattern']}, got {value!r}")
-    if "minLength" in spec and len(value) < spec["minLength"]:
-        raise ParamError(f"param {name!r} must not be empty")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ParamError(f"param {name!r} must be a finite number, got {value!r}")
-        if "minimum" in spec and value < spec["minimum"]:
-            raise ParamError(f"param {name!r} must be >= {spec['minimum']}, got {value!r}")
-        if "maximum" in spec and value > spec["maximum"]:
-            raise ParamError(f"param {name!r} must be <= {spec['maximum']}, got {value!r}")
-        if "exclusiveMinimum" in spec and value <= spec["exclusiveMinimum"]:
-            raise ParamError(f"param {name!r} must be > {spec['exclusiveMinimum']}, got {value!r}")
-        if "exclusiveMaximum" in spec and value >= spec["exclusiveMaximum"]:
-            raise ParamError(f"param {name!r} must be < {spec['exclusiveMaximum']}, got {value!r}")
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check(name: str, value: Any, spec: Mapping[str, Any]) -> None:
-    _check_scalar(name, value, spec)
-    if spec["type"] == "array":
-        n = len(value)
-        if n < spec.get("minItems", 0) or n > spec.get("maxItems", n):
-            want = spec.get("minItems") if spec.get("minItems") == spec.get("maxItems") else "a valid number of"
-            raise ParamError(f"param {name!r} must have {want} items, got {n}")
-        for i, v in enumerate(value):
-            _check_scalar(f"{name}[{i}]", v, spec["items"])
+    """Validate one param against its JSON schema (jsonschema), plus finiteness, which JSON schema has no
+    word for (NaN passes every bound); raises :class:`ParamError` naming the param (``name[i]`` for an
+    item of an array)."""
+    import jsonschema
+
+    schema = {k: v for k, v in spec.items() if k not in ("default", "title", "description")}
+    for i, v in enumerate(value if spec["type"] == "array" and isinstance(value, list | tuple) else [value]):
+        if _is_number(v) and not math.isfinite(v):
+            where = f"{name}[{i}]" if spec["type"] == "array" else name
+            raise ParamError(f"param {where!r} must be a finite number, got {v!r}")
+    # jsonschema matches a pattern with re.search, where "$" also matches before a final line feed
+    # ("lastfm\n" would pass "^[a-z]+$"): the whole value must match
+    if "pattern" in spec and isinstance(value, str) and not re.fullmatch(spec["pattern"], value):
+        raise ParamError(f"param {name!r} must match {spec['pattern']}, got {value!r}")
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value),
+                    key=lambda e: (list(e.path), list(_MESSAGES).index(e.validator) if e.validator in _MESSAGES else 99))
+    if not errors:
+        return
+    err = errors[0]
+    where = name + "".join(f"[{i}]" for i in err.path)
+    rule = err.validator_value
+    if err.validator == "enum":
+        rule = [v for v in rule if v is not None]
+    got = f"{len(err.instance)}" if err.validator in ("minItems", "maxItems") else repr(err.instance)
+    text = _MESSAGES.get(err.validator, err.message)
+    if err.validator == "minLength":
+        raise ParamError(f"param {where!r} {text}")
+    raise ParamError(f"param {where!r} {text.format(v=rule)}, got {got}")
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
