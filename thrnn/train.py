@@ -197,7 +197,7 @@ class _Trainer:
         loss.backward()
         parts = torch.stack([loss, loss_rec, loss_time, loss_first]).detach()
         if self.ctx is not None:
-            parts = distributed.sum_gradients(self.params, parts).to(parts.device)
+            parts = distributed.sum_gradients(self.params, parts)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
         # data-parallel: the loss and the norm are the whole step's, so every rank takes the same decision
@@ -209,10 +209,10 @@ class _Trainer:
         """A data-parallel step of a rank without a batch left this epoch: no gradient of its own, but it
         takes part in the gradient sum and the optimizer step like every rank."""
         self.optimizer.zero_grad(set_to_none=True)
-        parts = distributed.sum_gradients(self.params, torch.zeros(4, dtype=torch.float64))
+        parts = distributed.sum_gradients(self.params, torch.zeros(4, device=self.device))
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
-        return parts, torch.isfinite(parts[0]) & torch.isfinite(norm.cpu())
+        return parts, torch.isfinite(parts[0]) & torch.isfinite(norm)
 
     def _step_scale(self, i: int) -> tuple[float, float, float]:
         assert self.plan is not None and self.ctx is not None
