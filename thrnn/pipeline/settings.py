@@ -19,6 +19,9 @@ Environment variables (all optional):
                             4 shuffle partitions: Spark's 200 cost minutes on small nights)
 ``THRNN_TRAIN_QUEUE``       Celery queue of the training task (e.g. ``gpu``; default queue if unset)
 ``THRNN_TRAIN_POOL``        Airflow pool of the training task (default pool if unset)
+``THRNN_TRAIN_NPROC``       training processes (default 1); above 1 the train task launches
+                            ``torchrun --standalone --nproc-per-node N -m thrnn train`` (data-parallel:
+                            gloo on CPU, one GPU per process with nccl)
 ``THRNN_DEVICE``            ``auto`` | ``cpu`` | ``cuda`` for training and scoring (default ``auto``)
 ``THRNN_TASK_RETRIES``      Airflow retries of every task (default 2, exponential back-off)
 ``THRNN_TASK_RETRY_DELAY``  seconds before the first retry (default 120; doubles at each retry, at
@@ -91,6 +94,9 @@ class PipelineSettings:
     )
     train_queue: str | None = field(default=None, metadata={"help": "Celery queue of the train task (e.g. gpu)"})
     train_pool: str | None = field(default=None, metadata={"help": "Airflow pool of the train task"})
+    train_nproc: int = field(
+        default=1, metadata={"help": "THRNN_TRAIN_NPROC: data-parallel training processes (torchrun) of the train task"}
+    )
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda for training and scoring"})
     retries: int = field(default=2, metadata={"help": "THRNN_TASK_RETRIES: Airflow retries per task"})
     retry_delay: float = field(
@@ -99,6 +105,8 @@ class PipelineSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).resolve())
+        if self.train_nproc < 1:
+            raise ValueError(f"THRNN_TRAIN_NPROC must be >= 1, got {self.train_nproc}")
         if self.retries < 0:
             raise ValueError(f"THRNN_TASK_RETRIES must be >= 0, got {self.retries}")
         if not (self.retry_delay > 0 and self.retry_delay < float("inf")):
@@ -124,6 +132,7 @@ class PipelineSettings:
             spark_conf=_pairs(env.get("THRNN_SPARK_CONF", "")),
             train_queue=env.get("THRNN_TRAIN_QUEUE") or None,
             train_pool=env.get("THRNN_TRAIN_POOL") or None,
+            train_nproc=int(env.get("THRNN_TRAIN_NPROC") or 1),
             device=env.get("THRNN_DEVICE") or "auto",
             retries=int(env.get("THRNN_TASK_RETRIES") or 2),
             retry_delay=float(env.get("THRNN_TASK_RETRY_DELAY") or 120),

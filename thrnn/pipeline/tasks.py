@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -162,8 +163,6 @@ def train(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
     def body() -> dict[str, Any]:
         import mlflow
 
-        from thrnn.train import train as train_model
-
         from . import registry
 
         cfg = _training_config(settings, params)
@@ -182,14 +181,69 @@ def train(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
                 mlflow.log_metrics({_mlflow_key(k): v for k, v in _numeric(record).items() if k != "epoch"},
                                    step=int(epoch))
 
-            history = train_model(paths.data, paths.train, cfg, progress=True, on_epoch=on_epoch)
+            if settings.train_nproc > 1:
+                mlflow.set_tag("train_nproc", settings.train_nproc)
+                history = train_distributed(paths.data, paths.train, cfg, settings.train_nproc)
+                # the training processes do not talk to MLflow: their per-epoch records, same steps
+                for record in history["epochs"]:
+                    on_epoch(int(record["epoch"]), record)
+            else:
+                from thrnn.train import train as train_model
+
+                history = train_model(paths.data, paths.train, cfg, progress=True, on_epoch=on_epoch)
             mlflow.log_dict(cfg.to_dict(), "config.json")
             mlflow.log_dict(history, "history.json")
             mlflow.log_dict(settings.to_dict(), "settings.json")
             return {"mlflow_run_id": run.info.run_id, "fingerprint": fingerprint, "run_dir": str(paths.train),
-                    "epochs": cfg.epochs, "device": cfg.device}
+                    "epochs": cfg.epochs, "device": cfg.device, "nproc": settings.train_nproc}
 
     return save_state(paths, "train", _timed(body))
+
+
+def torchrun_command(data_dir: Path, run_dir: Path, config_file: Path, nproc: int) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc-per-node N -m thrnn train ...`` with every
+    TrainConfig field from ``config_file`` (so the preset of the split does not matter)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+            "-m", "thrnn", "train", "--data", str(data_dir), "--out", str(run_dir), "--config", str(config_file),
+            "--no-progress"]
+
+
+def train_distributed(data_dir: Path, run_dir: Path, cfg: Any, nproc: int) -> dict[str, Any]:
+    """Train ``cfg`` with ``nproc`` data-parallel processes (torchrun) and return the run's history.
+
+    The processes' output goes to this task's log line by line; a failed run raises with its tail."""
+    import collections
+    import subprocess
+    import tempfile
+
+    import thrnn
+
+    root = str(Path(thrnn.__file__).resolve().parents[1])  # thrnn and jobs, importable by the children
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    with tempfile.TemporaryDirectory(prefix="thrnn-train-") as tmp:
+        config_file = Path(tmp) / "config.json"
+        config_file.write_text(json.dumps(cfg.to_dict()))
+        cmd = torchrun_command(data_dir, run_dir, config_file, nproc)
+        log.info("training with %d processes: %s", nproc, " ".join(cmd))
+        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            assert proc.stdout is not None
+            try:
+                for line in proc.stdout:
+                    log.info("%s", line.rstrip())
+                    tail.append(line)
+            except BaseException:  # the task is being stopped (timeout, kill): stop the training with it
+                proc.terminate()  # torchrun passes SIGTERM on to its workers
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                raise
+        if proc.returncode:
+            raise RuntimeError(f"torchrun training with {nproc} processes exited with {proc.returncode}:\n"
+                               + "".join(tail))
+    # thrnn.checkpoint.HISTORY_FILE, spelled out: importing it would load torch into this waiting process
+    return json.loads((run_dir / "history.json").read_text())
 
 
 def _run_baselines(data_dir: Path, out_dir: Path, params: RunParams, device: str) -> dict[str, dict[str, Any]]:
