@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from jobs.constants import DEFAULT_GAP_SECONDS, TEXT_LOG_FORMATS
 from jobs.synthesize import generate
 
 REPO = Path(__file__).resolve().parents[1]
 
-THRESHOLDS = {"lastfm": 3600, "reddit": 1800}  # docs/design.md §3.1
+THRESHOLDS = {f: int(DEFAULT_GAP_SECONDS[f]) for f in TEXT_LOG_FORMATS}  # docs/design.md §3.1
 
 
 def session_stats(df: pd.DataFrame, threshold_s: float) -> dict[str, float]:

@@ -21,11 +21,10 @@ from pyspark.sql.types import (
 )
 
 from jobs import columns as C
+from jobs.constants import EVENTS_DEFAULT_COLUMNS, LASTFM_COLUMNS, REDDIT_COLUMNS  # noqa: F401
 
 # --- raw inputs (docs/design.md §2) ----------------------------------------------------------------
-LASTFM_COLUMNS = ["userid", "timestamp", "artist_mbid", "artist_name", "track_mbid", "track_name"]
 LASTFM_SCHEMA = StructType([StructField(name, StringType()) for name in LASTFM_COLUMNS])
-REDDIT_COLUMNS = ["username", "subreddit", "utc"]
 REDDIT_SCHEMA = StructType(
     [
         StructField("username", StringType()),
@@ -33,7 +32,6 @@ REDDIT_SCHEMA = StructType(
         StructField("utc", DoubleType()),
     ]
 )
-EVENTS_DEFAULT_COLUMNS = ["user_id", "item_id", "timestamp"]
 
 # --- one raw line as read by jobs.sessionize.io (text formats) --------------------------------------
 # Rows of one input file keep their order through (file_idx, block_start, row_in_block): block_start is

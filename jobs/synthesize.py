@@ -48,31 +48,32 @@ import pyarrow.compute as pc
 from scipy.special import ndtr, ndtri
 from tqdm import tqdm
 
-FORMATS = ("lastfm", "reddit")
-REDDIT_HEADER = b"username,subreddit,utc\n"
+from jobs import constants as C
+
+FORMATS = C.TEXT_LOG_FORMATS
+REDDIT_HEADER = (",".join(C.REDDIT_COLUMNS) + "\n").encode()
 
 # Kinds of malformed lines, per format: those the sessionize job must quarantine (docs/design.md §2).
 MALFORMED_KINDS: dict[str, tuple[str, ...]] = {
-    "lastfm": (
-        "wrong_column_count",
-        "unparsable_timestamp",
-        "negative_timestamp",
-        "empty_user",
-        "empty_item",
-        "invalid_utf8",
+    C.LASTFM: (
+        C.WRONG_COLUMN_COUNT,
+        C.UNPARSABLE_TIMESTAMP,
+        C.NEGATIVE_TIMESTAMP,
+        C.EMPTY_USER,
+        C.EMPTY_ITEM,
+        C.INVALID_UTF8,
     ),
-    "reddit": (
-        "wrong_column_count",
-        "unparsable_timestamp",
-        "negative_timestamp",
-        "non_finite_timestamp",
-        "timestamp_out_of_range",
-        "empty_user",
-        "empty_item",
-        "invalid_utf8",
+    C.REDDIT: (
+        C.WRONG_COLUMN_COUNT,
+        C.UNPARSABLE_TIMESTAMP,
+        C.NEGATIVE_TIMESTAMP,
+        C.NON_FINITE_TIMESTAMP,
+        C.TIMESTAMP_OUT_OF_RANGE,
+        C.EMPTY_USER,
+        C.EMPTY_ITEM,
+        C.INVALID_UTF8,
     ),
 }
-MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z: later times are out of range
 
 # Independent random streams: (seed, stream, ...) seeds numpy's SeedSequence.
 _STREAM_USERS = 1
@@ -134,7 +135,7 @@ class FormatProfile:
 
 PROFILES: dict[str, FormatProfile] = {
     "lastfm": FormatProfile(
-        threshold_s=3600.0,
+        threshold_s=C.DEFAULT_GAP_SECONDS[C.LASTFM],
         events_per_user=400.0,
         items_per_sqrt_event=3.0,
         max_default_items=100_000,
@@ -175,7 +176,7 @@ PROFILES: dict[str, FormatProfile] = {
         min_gap_extra_s=1800.0,
     ),
     "reddit": FormatProfile(
-        threshold_s=1800.0,
+        threshold_s=C.DEFAULT_GAP_SECONDS[C.REDDIT],
         events_per_user=60.0,
         items_per_sqrt_event=2.0,
         max_default_items=50_000,
@@ -879,9 +880,9 @@ def _corrupt(fmt: str, kind: str, good: bytes, rng: np.random.Generator) -> byte
     sep = b"\t" if fmt == "lastfm" else b","
     cols = good.rstrip(b"\n").split(sep)
     r = int(rng.integers(0, 1 << 30))
-    if kind == "wrong_column_count":
+    if kind == C.WRONG_COLUMN_COUNT:
         cols = cols[:-1] if r % 2 else [*cols, cols[-1]]
-    elif kind == "unparsable_timestamp":
+    elif kind == C.UNPARSABLE_TIMESTAMP:
         # none of these is valid ISO-8601 / a number, and none holds the delimiter or a quote, so a
         # reader that splits on the literal delimiter sees the right column count
         bad_ts = (
@@ -890,24 +891,24 @@ def _corrupt(fmt: str, kind: str, good: bytes, rng: np.random.Generator) -> byte
             else (b"abc", b"", b"2016-12-26 10:00:00", b"1.48e9x", b"12.5.2016")
         )
         cols[1 if fmt == "lastfm" else 2] = bad_ts[r % len(bad_ts)]
-    elif kind == "negative_timestamp":
+    elif kind == C.NEGATIVE_TIMESTAMP:
         if fmt == "lastfm":  # before 1970: impossible for a scrobble
             cols[1] = (b"1969-07-20T20:17:40Z", b"1900-01-01T00:00:00Z")[r % 2]
         else:
             cols[2] = b"-" + cols[2]
-    elif kind == "timestamp_out_of_range":
+    elif kind == C.TIMESTAMP_OUT_OF_RANGE:
         cols[2] = (b"253402300800.0", b"1e300", b"99999999999999")[r % 3]
-    elif kind == "non_finite_timestamp":
+    elif kind == C.NON_FINITE_TIMESTAMP:
         cols[2] = (b"nan", b"inf", b"-inf", b"NaN")[r % 4]
-    elif kind == "empty_user":
+    elif kind == C.EMPTY_USER:
         cols[0] = b""
-    elif kind == "empty_item":
+    elif kind == C.EMPTY_ITEM:
         if fmt == "lastfm":
             cols[2] = b""
             cols[3] = b""
         else:
             cols[1] = b""
-    elif kind == "invalid_utf8":
+    elif kind == C.INVALID_UTF8:
         junk = (b"\xff\xfe", b"\xc3\x28", b"\xe6\x97", b"\x80")[r % 4]
         target = 3 if fmt == "lastfm" else r % 2
         cols[target] = cols[target][: max(1, len(cols[target]) // 2)] + junk + cols[target][len(cols[target]) // 2 :]

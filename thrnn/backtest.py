@@ -723,7 +723,7 @@ def _thresholds(text: str) -> tuple[float, float]:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from jobs.sessionize.job import DEFAULT_GAP_SECONDS, FORMATS
+    from jobs.constants import DEFAULT_GAP_SECONDS, FORMATS
     from thrnn.config import DEVICES, PRESETS
 
     p.description = ("Backtest the churn figures: sessionize a raw log as of a past run date, train THRNN on it "

@@ -31,13 +31,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from jobs import schemas as S
+from jobs.rules import InputError
 from jobs.sessionize import transforms as T
 
 log = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """An input cannot be read as asked (missing path, bad header, missing or retyped column)."""
 
 
 class OutputError(ValueError):

@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,51 +22,15 @@ from pyspark.sql import functions as F
 
 from jobs import columns as C
 from jobs import schemas as S
+from jobs.constants import DEFAULT_GAP_SECONDS, FORMATS, REASONS
+from jobs.rules import EventsOptions, SessionizeError, check_headers, events_layout
 from jobs.sessionize import io
 from jobs.sessionize import transforms as T
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("lastfm", "reddit", "events")
-DEFAULT_GAP_SECONDS = {"lastfm": 3600.0, "reddit": 1800.0, "events": 3600.0}
 REDDIT_HEADER = ",".join(S.REDDIT_COLUMNS)
 SPLIT_COL = "_split"
-
-
-class SessionizeError(RuntimeError):
-    """The job refuses to publish: too many bad rows, no usable data, or broken accounting."""
-
-
-@dataclass(frozen=True)
-class EventsOptions:
-    """Options of the generic ``events`` format (CSV/TSV text or Parquet)."""
-
-    user_col: str = field(default="user_id", metadata={"help": "column with the user key"})
-    item_col: str = field(default="item_id", metadata={"help": "column with the item key"})
-    time_col: str = field(
-        default="timestamp", metadata={"help": "column with the time: epoch seconds or ISO-8601"}
-    )
-    item_name_col: str | None = field(
-        default=None, metadata={"help": "optional column with the item's display name"}
-    )
-    input_format: str = field(
-        default="auto",
-        metadata={"help": "'text' (delimited), 'parquet', or 'auto' (parquet when paths end in .parquet)"},
-    )
-    delimiter: str = field(
-        default=",", metadata={"help": "field separator of text input (e.g. ',' or '\\t')"}
-    )
-    header: bool = field(
-        default=True, metadata={"help": "text files start with a header line naming columns"}
-    )
-    column_names: tuple[str, ...] | None = field(
-        default=None,
-        metadata={"help": "names of the columns of header-less text (default: user, item, time columns)"},
-    )
-
-    def __post_init__(self) -> None:
-        if self.input_format not in ("auto", "text", "parquet"):
-            raise ValueError(f"input_format must be auto, text or parquet, got {self.input_format!r}")
 
 
 def _resolve_input_format(options: EventsOptions, inputs: list[str]) -> str:
@@ -79,46 +43,11 @@ def _resolve_input_format(options: EventsOptions, inputs: list[str]) -> str:
     return "parquet" if all(is_parquet) else "text"
 
 
-def _events_layout(options: EventsOptions, names: list[str]) -> T.TextLayout:
-    def pos(name: str, what: str) -> int:
-        if name not in names:
-            raise io.InputError(f"{what} column {name!r} not among the input's columns {names}")
-        return names.index(name)
-
-    return T.TextLayout(
-        delimiter=options.delimiter,
-        n_columns=len(names),
-        user_pos=pos(options.user_col, "user"),
-        item_pos=pos(options.item_col, "item"),
-        time_pos=pos(options.time_col, "time"),
-        name_pos=pos(options.item_name_col, "item name") if options.item_name_col else None,
-        time_kind="auto",
-        strip_quotes=True,
-    )
-
-
-def _header_fields(line: str | None, delimiter: str) -> list[str] | None:
-    if line is None:
-        return None
-    return [f.strip().strip('"') for f in line.lstrip("\ufeff").split(delimiter)]
-
-
 def _check_headers(
     heads: dict[int, str | None], files: list[io.InputFile], delimiter: str, expected: list[str] | None
 ) -> list[str]:
     """Header columns shared by all files (``expected`` when given); a clear error names the odd file."""
-    found: list[str] | None = expected
-    for f in files:
-        cols = _header_fields(heads[f.file_idx], delimiter)
-        if cols is None:
-            continue
-        if found is None:
-            found = cols
-        elif cols != found:
-            raise io.InputError(f"{f.display}: header {cols} differs from the expected header {found}")
-    if found is None:
-        raise io.InputError("every input file is empty")
-    return found
+    return check_headers([(f.display, heads[f.file_idx]) for f in files], delimiter, expected)
 
 
 def _end_of_day_us(run_date: dt.date) -> int:
@@ -164,7 +93,7 @@ def _parse(
             has_header = True
         else:
             names = list(options.column_names or (options.user_col, options.item_col, options.time_col))
-        layout = _events_layout(options, names)
+        layout = events_layout(options, names)
     return T.parse_text_lines(io.read_text_lines(spark, inputs, files), layout), files, has_header
 
 
@@ -325,7 +254,7 @@ def _row_counts(marked: DataFrame) -> dict[str, Any]:
         "raw_rows": sum(r["count"] for r in rows),
         "quarantined_rows": sum(reasons.values()),
         "excluded_after_run_date": sum(r["count"] for r in rows if r[C.REASON] is None and r[T.EXCLUDED]),
-        "quarantine_reasons": {k: reasons.get(k, 0) for k in T.REASONS},
+        "quarantine_reasons": {k: reasons.get(k, 0) for k in REASONS},
     }
 
 

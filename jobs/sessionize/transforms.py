@@ -18,47 +18,39 @@ once; no Python UDFs.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs import columns as C
 from jobs import schemas as S
 
-# --- quarantine reasons, in the order they are checked (a row gets the first that applies) ---------
-INVALID_UTF8 = "invalid_utf8"
-WRONG_COLUMN_COUNT = "wrong_column_count"
-EMPTY_USER = "empty_user"
-EMPTY_ITEM = "empty_item"
-# NUL and the other C0 controls but tab in a user key, item key or item name: PostgreSQL refuses NUL
-# in text, and a key with a line break or escape code breaks every tool that prints it
-CONTROL_CHARACTER = "control_character"
-UNPARSABLE_TIMESTAMP = "unparsable_timestamp"
-NON_FINITE_TIMESTAMP = "non_finite_timestamp"
-NEGATIVE_TIMESTAMP = "negative_timestamp"
-TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
-REASONS = [
-    INVALID_UTF8,
-    WRONG_COLUMN_COUNT,
-    EMPTY_USER,
-    EMPTY_ITEM,
+# The reasons, fates, time patterns and layouts are shared with the pandas reference (jobs.reference)
+# and the generator; they live in the Spark-free modules and are re-exported here for the job.
+from jobs.constants import (  # noqa: F401
+    COLLAPSED_REPEAT,
     CONTROL_CHARACTER,
-    UNPARSABLE_TIMESTAMP,
-    NON_FINITE_TIMESTAMP,
+    CONTROL_RE,
+    DROPPED_USER,
+    EMPTY_ITEM,
+    EMPTY_USER,
+    FATES,
+    INVALID_UTF8,
+    ISO_8601_RE,
+    KEPT,
+    LONG_SESSION,
+    MAX_EPOCH_SECONDS,
     NEGATIVE_TIMESTAMP,
+    NON_FINITE_TIMESTAMP,
+    NUMERIC_RE,
+    REASONS,
+    SEQ_FILE_SHIFT,
+    SHORT_SESSION,
     TIMESTAMP_OUT_OF_RANGE,
-]
-
-# --- fate of a valid event in sessionize(), one per rule of docs/design.md §3.1 ---------------------
-KEPT = "kept"
-COLLAPSED_REPEAT = "collapsed_repeat"  # rule 2
-SHORT_SESSION = "short_session"  # rule 3, length 1
-LONG_SESSION = "long_session"  # rule 3, longer than 2L
-TRAILING_CHUNK = "trailing_chunk"  # rule 4, a last chunk of length 1
-DROPPED_USER = "dropped_user"  # rule 5
-FATES = [KEPT, COLLAPSED_REPEAT, SHORT_SESSION, LONG_SESSION, TRAILING_CHUNK, DROPPED_USER]
+    TRAILING_CHUNK,
+    UNPARSABLE_TIMESTAMP,
+    WRONG_COLUMN_COUNT,
+)
+from jobs.rules import LASTFM_LAYOUT, REDDIT_LAYOUT, SessionRules, TextLayout  # noqa: F401
 
 # Columns added by sessionize() (besides the input's user_key, item_key, ts_us, seq).
 RAW_SESSION = "raw_session"  # 0-based session number of the user after rule 1
@@ -68,84 +60,6 @@ N_SESSIONS = "n_sessions"  # sessions of the user after rule 4
 IS_TRAIN = "is_train"
 EXCLUDED = "excluded"  # valid event after the end of the run date
 FIRST_ROW = "first_row"
-
-SEQ_FILE_SHIFT = 2**40  # seq = file_idx * 2**40 + line_number: up to ~1e12 lines per file
-MAX_EPOCH_SECONDS = 253402300799.0  # 9999-12-31T23:59:59Z, the largest Spark timestamp we accept
-CONTROL_RE = r"[\x00-\x08\x0A-\x1F]"  # C0 controls except tab
-# ISO-8601 date and time, optional seconds, fraction and zone (a missing zone means UTC).
-NUMERIC_RE = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)$"
-ISO_8601_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
-
-
-@dataclass(frozen=True)
-class SessionRules:
-    """The sessionization rules of docs/design.md §3.1 (defaults are the paper's)."""
-
-    session_gap_seconds: float = field(
-        default=3600.0, metadata={"help": "a gap LARGER than this (seconds) starts a new session"}
-    )
-    max_session_length: int = field(
-        default=C.MAX_SESSION_LENGTH,
-        metadata={"help": "L: sessions longer than L are cut into chunks of L; longer than 2L dropped"},
-    )
-    min_session_length: int = field(
-        default=2, metadata={"help": "shorter sessions (and shorter trailing chunks) are dropped"}
-    )
-    min_sessions_per_user: int = field(
-        default=3, metadata={"help": "users with fewer sessions (after chunking) are dropped"}
-    )
-    train_fraction: float = field(
-        default=0.8, metadata={"help": "per user, the earliest floor(f * n) sessions go to train"}
-    )
-
-    def __post_init__(self) -> None:
-        if not (self.session_gap_seconds > 0 and math.isfinite(self.session_gap_seconds)):
-            raise ValueError(f"session_gap_seconds must be a positive number, got {self.session_gap_seconds}")
-        if self.max_session_length < 2 or self.min_session_length < 1:
-            raise ValueError("max_session_length must be >= 2 and min_session_length >= 1")
-        if self.min_sessions_per_user < 1:
-            raise ValueError("min_sessions_per_user must be >= 1")
-        if not 0.0 < self.train_fraction < 1.0:
-            raise ValueError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
-
-
-@dataclass(frozen=True)
-class TextLayout:
-    """Where the fields of a delimited text line are (0-based column positions)."""
-
-    delimiter: str = field(metadata={"help": "field separator (literal, not a regex)"})
-    n_columns: int = field(metadata={"help": "exact number of fields of a well-formed line"})
-    user_pos: int = field(metadata={"help": "column of the user key"})
-    item_pos: int = field(metadata={"help": "column of the item key"})
-    time_pos: int = field(metadata={"help": "column of the event time"})
-    time_kind: str = field(
-        default="auto", metadata={"help": "'epoch' seconds, 'iso' 8601, or 'auto' (numeric = epoch)"}
-    )
-    item_fallback_pos: int | None = field(
-        default=None, metadata={"help": "column used as item key when the item column is empty"}
-    )
-    name_pos: int | None = field(
-        default=None, metadata={"help": "column of the item's display name (default: the item key)"}
-    )
-    strip_quotes: bool = field(
-        default=False, metadata={"help": "remove one pair of surrounding double quotes from each field"}
-    )
-
-    def __post_init__(self) -> None:
-        if not self.delimiter:
-            raise ValueError("the delimiter must not be empty")
-        if self.time_kind not in ("epoch", "iso", "auto"):
-            raise ValueError(f"time_kind must be 'epoch', 'iso' or 'auto', got {self.time_kind!r}")
-        positions = [self.user_pos, self.item_pos, self.time_pos, self.item_fallback_pos, self.name_pos]
-        if any(p is not None and not 0 <= p < self.n_columns for p in positions):
-            raise ValueError(f"column positions {positions} must lie in 0..{self.n_columns - 1}")
-
-
-LASTFM_LAYOUT = TextLayout(
-    delimiter="\t", n_columns=6, user_pos=0, time_pos=1, item_pos=2, item_fallback_pos=3, name_pos=3,
-    time_kind="iso",
-)  # fmt: skip
-REDDIT_LAYOUT = TextLayout(delimiter=",", n_columns=3, user_pos=0, item_pos=1, time_pos=2, time_kind="epoch")
 
 
 # --------------------------------------------------------------------------------------------------

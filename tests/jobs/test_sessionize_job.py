@@ -18,6 +18,7 @@ import pytest
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
 from jobs import columns as C
+from jobs import constants as K
 from jobs import schemas as S
 from jobs.sessionize import SessionizeError, run
 from jobs.sessionize.io import InputError
@@ -50,13 +51,14 @@ FILE1 = [
     b"user_b\t2009-01-01T02:00:01Z\tm-x\tX\t\tt13",
     b"user_b\t2009-01-01T00:00:00Z\tm-y\tY\t\tt14",
 ]
+# the reason of each bad line of FILE0, in line order
 BAD_REASONS = [
-    "wrong_column_count",
-    "unparsable_timestamp",
-    "negative_timestamp",
-    "empty_user",
-    "empty_item",
-    "invalid_utf8",
+    K.WRONG_COLUMN_COUNT,
+    K.UNPARSABLE_TIMESTAMP,
+    K.NEGATIVE_TIMESTAMP,
+    K.EMPTY_USER,
+    K.EMPTY_ITEM,
+    K.INVALID_UTF8,
 ]
 
 

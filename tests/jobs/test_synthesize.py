@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from jobs import synthesize as syn
+from jobs.constants import MAX_EPOCH_SECONDS
 from jobs.synthesize import MALFORMED_KINDS, block_bounds, events_per_user, generate, iter_blocks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,7 +75,7 @@ def classify_reddit(line: bytes) -> tuple[str, tuple | None]:
         return "non_finite_timestamp", None
     if t < 0:
         return "negative_timestamp", None
-    if t > syn.MAX_EPOCH_SECONDS:
+    if t > MAX_EPOCH_SECONDS:
         return "timestamp_out_of_range", None
     if not user:
         return "empty_user", None

@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobs import columns as C
+from jobs.constants import MAX_EPOCH_SECONDS, REASONS
 from jobs.sessionize import run
-from jobs.sessionize.transforms import MAX_EPOCH_SECONDS, REASONS
 
 pytestmark = [pytest.mark.spark]
 
