@@ -127,7 +127,8 @@ TIME_GRID: list[dict[str, Any]] = [{"gap_exponent": 1.0}, {"gap_exponent": 0.5}]
 
 
 def _pandas_sessionize(ds: Dataset, out: Path, max_rows: int | None) -> Split:
-    from thrnn.data import read_jodie_tsv, sessionize_frame
+    from jobs.reference import sessionize_frame
+    from thrnn.data import read_jodie_tsv
 
     train, test, items, users = sessionize_frame(read_jodie_tsv(str(ds.path), max_rows), ds.session_gap_seconds)
     stats = {"sessionizer": "pandas", "train_events": len(train), "test_events": len(test)}

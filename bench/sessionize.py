@@ -1,7 +1,7 @@
-"""Benchmark of the Spark sessionize job against the single-process pandas implementation.
+"""Benchmark of the Spark sessionize job against its single-process pandas reference (``jobs.reference``).
 
 For each size it generates a lastfm-format log with ``jobs.synthesize`` (seeded; reused when present),
-runs ``python -m jobs.sessionize`` on ``local[2]`` and ``bench/sessionize_pandas.py``, each in its own
+runs ``python -m jobs.sessionize`` on ``local[2]`` and ``bench/sessionize_pandas.py`` (the reference), each in its own
 process, and records wall time, events/s and peak resident memory (the whole process tree: Python
 driver + JVM for Spark), and whether both give identical statistics. Results go to
 ``bench/results/sessionize.json`` and a Markdown table to ``docs/sessionize_benchmark.md``.

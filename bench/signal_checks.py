@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from thrnn.data import SessionData, load_sessions, read_jodie_tsv, sessionize_frame
+from jobs.reference import sessionize_frame
+from thrnn.data import SessionData, load_sessions, read_jodie_tsv
 from thrnn.io import Split
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from bench.train_speed import JODIE, hardware
-from thrnn.data import load_sessions, read_jodie_tsv, sessionize_frame, user_parallel_batches
+from jobs.reference import sessionize_frame
+from thrnn.data import load_sessions, read_jodie_tsv, user_parallel_batches
 from thrnn.io import Split
 
 ROOT = Path(__file__).resolve().parents[1]

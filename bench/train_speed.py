@@ -40,9 +40,10 @@ import pandas as pd
 import torch
 
 from jobs import columns as C
+from jobs.reference import sessionize_frame
 from thrnn.checkpoint import load_run
 from thrnn.config import config_for
-from thrnn.data import SessionData, load_sessions, read_jodie_tsv, sessionize_frame
+from thrnn.data import SessionData, load_sessions, read_jodie_tsv
 from thrnn.inference import predict_test
 from thrnn.io import Split, read_split
 from thrnn.train import train_sessions

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from jobs.reference import sessionize_frame
 from thrnn.config import config_for
-from thrnn.data import SessionData, load_sessions, read_jodie_tsv, sessionize_frame, user_parallel_batches
+from thrnn.data import SessionData, load_sessions, read_jodie_tsv, user_parallel_batches
 from thrnn.device import resolve_device
 from thrnn.io import Split, read_split
 from thrnn.models import build_model

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from jobs import columns as C
+from jobs import reference
 from thrnn.io import Split
 
 SECONDS_PER_HOUR = 3600.0
@@ -232,82 +233,9 @@ class HistoryState:
         self.counts_cpu[uc] = (self.counts_cpu[uc] + 1).clamp(max=self.k)
 
 
-# --------------------------------------------------------------------------------------------
-# a small pandas sessionizer (docs/design.md §3) for tests and benchmarks; the pipeline uses
-# jobs.sessionize
-
-
-def sessionize_frame(
-    events: pd.DataFrame,
-    session_gap_seconds: float,
-    *,
-    max_len: int = C.MAX_SESSION_LENGTH,
-    min_sessions: int = 3,
-    train_fraction: float = 0.8,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """``events`` with columns user, item, time (epoch seconds) -> (train, test, items, users) frames in
-    the split layout, applying rules 1-6 of docs/design.md §3.1. Users and items keep their order of
-    first appearance."""
-    ev = events[["user", "item", "time"]].copy()
-    ev["_order"] = np.arange(len(ev))
-    ev = ev.sort_values(["user", "time", "_order"], kind="stable").reset_index(drop=True)
-    u = ev["user"].to_numpy()
-    t = ev["time"].to_numpy(np.float64)
-    new_user = np.ones(len(ev), dtype=bool)
-    new_user[1:] = u[1:] != u[:-1]
-    new_sess = new_user.copy()
-    new_sess[1:] |= (t[1:] - t[:-1]) > session_gap_seconds
-    ev["_sess"] = np.cumsum(new_sess)
-    it = ev["item"].to_numpy()
-    repeat = np.zeros(len(ev), dtype=bool)
-    repeat[1:] = ~new_sess[1:] & (it[1:] == it[:-1])
-    ev = ev[~repeat].reset_index(drop=True)
-    ev["_len"] = ev.groupby("_sess")["item"].transform("size")
-    ev = ev[(ev["_len"] >= 2) & (ev["_len"] <= 2 * max_len)].reset_index(drop=True)
-    ev["_pos"] = ev.groupby("_sess").cumcount()
-    ev["_chunk"] = ev["_pos"] // max_len
-    ev["_clen"] = ev.groupby(["_sess", "_chunk"])["item"].transform("size")
-    ev = ev[ev["_clen"] >= 2].reset_index(drop=True)
-    ev["_cont"] = ev["_chunk"] > 0
-    ev["_key"] = ev["_sess"] * 2 + ev["_chunk"]
-    n_sess = ev.groupby("user")["_key"].transform("nunique")
-    ev = ev[n_sess >= min_sessions].reset_index(drop=True)
-    ev["_sidx"] = ev.groupby("user")["_key"].rank(method="dense").astype(np.int64) - 1
-    ev["_n"] = ev.groupby("user")["_sidx"].transform("max") + 1
-    ev["_train"] = ev["_sidx"] < np.floor(train_fraction * ev["_n"])
-    firsts = ev.groupby("_key").agg(user=("user", "first"), start=("time", "min"), end=("time", "max"),
-                                    cont=("_cont", "first"), sidx=("_sidx", "first")).sort_values(
-        ["user", "sidx"])
-    prev_end = firsts.groupby("user")["end"].shift(1)
-    gap = np.where(firsts["cont"], 0.0, firsts["start"] - prev_end)
-    firsts["gap"] = np.where(prev_end.isna(), np.nan, gap)
-    ev["_gap"] = ev["_key"].map(firsts["gap"])
-    user_keys = pd.unique(ev["user"])
-    item_keys = pd.unique(ev["item"])
-    user_id = pd.Series(np.arange(len(user_keys), dtype=np.int32), index=user_keys)
-    item_id = pd.Series(np.arange(1, len(item_keys) + 1, dtype=np.int32), index=item_keys)
-    out = pd.DataFrame({
-        C.USER_ID: ev["user"].map(user_id).to_numpy(np.int32),
-        C.SESSION_ID: ev["_key"].to_numpy(np.int64),
-        C.SESSION_INDEX: ev["_sidx"].to_numpy(np.int32),
-        C.POSITION: (ev["_pos"] % max_len).to_numpy(np.int16),
-        C.ITEM_ID: ev["item"].map(item_id).to_numpy(np.int32),
-        C.EVENT_TIME: pd.to_datetime(ev["time"], unit="s", utc=True).astype("datetime64[us, UTC]"),
-        C.GAP_BEFORE_SECONDS: ev["_gap"].to_numpy(np.float64),
-        C.IS_CONTINUATION: ev["_cont"].to_numpy(bool),
-    })
-    order = [C.USER_ID, C.SESSION_INDEX, C.POSITION]
-    train = out[ev["_train"].to_numpy()].sort_values(order).reset_index(drop=True)
-    test = out[~ev["_train"].to_numpy()].sort_values(order).reset_index(drop=True)
-    counts = train[C.ITEM_ID].value_counts()
-    items = pd.DataFrame({
-        C.ITEM_ID: item_id.to_numpy(),
-        C.ITEM_KEY: [str(k) for k in item_keys],
-        C.ITEM_NAME: [str(k) for k in item_keys],
-        C.TRAIN_COUNT: [int(counts.get(i, 0)) for i in item_id.to_numpy()],
-    })
-    users = pd.DataFrame({C.USER_ID: user_id.to_numpy(), C.USER_KEY: [str(k) for k in user_keys]})
-    return train, test, items, users
+# The pandas sessionizer of tests and benches is the job's reference (docs/design.md §3): the same
+# rules, ids and dtypes as the Spark job; kept here under its old name for callers.
+sessionize_frame = reference.sessionize_frame
 
 
 def read_jodie_tsv(path: str, max_rows: int | None = None) -> pd.DataFrame:

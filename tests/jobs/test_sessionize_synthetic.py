@@ -1,5 +1,6 @@
 """The job on generated data: every malformed kind ``jobs.synthesize`` injects is quarantined with its
-reason, and the benchmark's pandas implementation (``bench/sessionize_pandas.py``) gives the same stats.
+reason, and the benchmark's pandas side (``bench/sessionize_pandas.py``, the reference ``jobs.reference``)
+gives the same stats.
 """
 
 from __future__ import annotations
