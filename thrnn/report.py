@@ -237,3 +237,28 @@ def write_report(results: Mapping[str, Mapping[str, Any]], out_dir: str | Path, 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return paths
+
+
+def plot_training_curves(history: Any, path: Path) -> Path | None:
+    """The per-epoch training losses of a run's history as a PNG at ``path``; None when there are none."""
+    import pandas as pd
+
+    records = history.get("epochs") if isinstance(history, Mapping) else history
+    if not records:
+        return None
+    frame = pd.DataFrame(records)
+    losses = [c for c in ("loss", "loss_rec", "loss_time", "loss_first") if c in frame and frame[c].notna().any()]
+    if not losses:
+        return None
+    x = frame["epoch"] if "epoch" in frame else range(1, len(frame) + 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for c in losses:
+        ax.plot(x, frame[c], marker="o", label=c)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.set_title("Training curves")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from jobs import columns as C
-from thrnn.baselines.session_aware import next_session_lists
+from thrnn.baselines.session_aware import baseline_recommendations, next_session_lists
 from thrnn.io import Split, read_split, split_from_sessions
 from thrnn.pipeline import registry as R
 from thrnn.pipeline import tasks
@@ -147,7 +147,7 @@ def test_baseline_figures_keep_ranking_baselines_only():
     results = {"markov1": {**MARKOV, "recall@5": 0.2, "params": {}},
                "blend": {**BLEND, "first_item_mrr@20": float("nan")},
                "hawkes": {"mae_hours": 30.0, "recall@20": None}}
-    assert tasks.baseline_figures(results) == {
+    assert R.baseline_figures(results) == {
         "markov1": MARKOV, "blend": {**BLEND, "first_item_mrr@20": None}}
 
 
@@ -177,7 +177,7 @@ def test_lists_of_most_popular_and_markov1():
     np.testing.assert_allclose(mk[mk[C.USER_ID] == 1]["score"], [0.5, 0.5, 0.0])
     with pytest.raises(ValueError, match="no next-session lists"):
         next_session_lists(split, "hawkes", 3)
-    recs = tasks.baseline_recommendations(split, "markov1", 2)
+    recs = baseline_recommendations(split, "markov1", 2)
     assert recs.columns.tolist() == [C.USER_KEY, "rank", C.ITEM_KEY, C.ITEM_NAME, "score"]
     assert recs[recs[C.USER_KEY] == "user-1"][C.ITEM_NAME].tolist() == ["Item 1", "Item 3"]
 

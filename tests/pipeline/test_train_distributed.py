@@ -11,6 +11,7 @@ import pytest
 
 from tests.thrnn.test_data import tiny_sessions
 from thrnn.io import split_from_sessions
+from thrnn.launch import torchrun_command
 from thrnn.pipeline import tasks
 from thrnn.pipeline.params import validate_params
 from thrnn.pipeline.settings import PipelineSettings
@@ -27,7 +28,7 @@ def test_nproc_setting_defaults_to_one_and_is_validated():
 
 
 def test_torchrun_command_gives_every_setting_through_the_config_file():
-    cmd = tasks.torchrun_command(Path("/d"), Path("/r"), Path("/c.json"), 3)
+    cmd = torchrun_command(Path("/d"), Path("/r"), Path("/c.json"), 3)
     assert cmd[:7] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3", "-m"]
     assert cmd[7:] == ["thrnn", "train", "--data", "/d", "--out", "/r", "--config", "/c.json", "--no-progress"]
 

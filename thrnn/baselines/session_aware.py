@@ -40,7 +40,7 @@ validation figures. :func:`next_session_lists` ranks the first item of every use
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -758,3 +758,15 @@ def evaluate(split: Split, *, validation_sessions: int | None = None,
         vfig["validation_sessions"] = n_val
         out[name] = Result(test["next"], test["first"], time.perf_counter() - t0 + shared / len(names), params, vfig)
     return out
+
+
+def baseline_recommendations(split: Any, name: str, top_k: int,
+                             params: Mapping[str, Any] | None = None):  # noqa: ANN201 - DataFrame
+    """Baseline ``name``'s next-session lists (``session_aware.next_session_lists``) keyed like the model's
+    recommendations: user_key, rank, item_key, item_name, score."""
+    lists = next_session_lists(split, name, top_k, dict(params) if params else None)
+    recs = lists.merge(split.users[[C.USER_ID, C.USER_KEY]], on=C.USER_ID, how="left", validate="m:1").merge(
+        split.items[[C.ITEM_ID, C.ITEM_KEY, C.ITEM_NAME]], on=C.ITEM_ID, how="left", validate="m:1")
+    recs = recs.astype({"rank": "int64", "score": "float64"})
+    return recs[[C.USER_KEY, "rank", C.ITEM_KEY, C.ITEM_NAME, "score"]].sort_values(
+        [C.USER_KEY, "rank"]).reset_index(drop=True)

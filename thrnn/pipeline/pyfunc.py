@@ -22,7 +22,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 from jobs import columns as C
-from thrnn.io import Split
+from thrnn.io import Split, read_split
 
 HISTORY_COLUMNS = [
     C.USER_KEY, C.SESSION_INDEX, C.POSITION, C.ITEM_KEY, C.EVENT_TIME, C.GAP_BEFORE_SECONDS, C.IS_CONTINUATION,
@@ -141,3 +141,56 @@ class ThrnnPyfunc(mlflow.pyfunc.PythonModel):
             run_date = (pd.to_datetime(model_input[C.EVENT_TIME], utc=True).max() + pd.Timedelta(days=1)).date()
         recs, churn = self.score(model_input, run_date=run_date, top_k=int(p["top_k"]))
         return recs if p["output"] == "recommendations" else churn
+
+
+def _vocab_files(paths: Any) -> tuple[Path, Path]:
+    """items/users of the split as single Parquet files: the pyfunc's own id vocabulary."""
+    out = paths.root / "model_vocab"
+    out.mkdir(parents=True, exist_ok=True)
+    split = read_split(paths.data)
+    items, users = out / "items.parquet", out / "users.parquet"
+    split.items.to_parquet(items, index=False)
+    split.users.to_parquet(users, index=False)
+    return items, users
+
+
+def log_pyfunc(paths: Any, run_id: str, tracking_uri: str) -> str:
+    """Log ``<run>/train`` as a pyfunc (pickle, signature, input example) to the MLflow run; return its URI."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    items, users = _vocab_files(paths)
+    local = ThrnnPyfunc(device="cpu").load(paths.train, items, users)
+    history = history_from_split(read_split(paths.data))
+    example_users = sorted(history[C.USER_KEY].unique())[:2]
+    example = history[history[C.USER_KEY].isin(example_users)].drop(columns=["in_test"]).reset_index(drop=True)
+    day = (example[C.EVENT_TIME].max() + dt.timedelta(days=1)).date().isoformat()
+    example_params = {**DEFAULT_PARAMS, "run_date": day}
+    output = local.predict(None, example, example_params)
+    signature = infer_signature(example, output, params=DEFAULT_PARAMS)
+    repo = Path(__file__).resolve().parents[2]
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ThrnnPyfunc(device="cpu"),
+            artifacts={ARTIFACT_MODEL: str(paths.train), ARTIFACT_ITEMS: str(items), ARTIFACT_USERS: str(users)},
+            signature=signature,
+            input_example=(example, example_params),
+            code_paths=[str(repo / "thrnn"), str(repo / "jobs")],
+            pip_requirements=_pip_requirements(),
+        )
+    return info.model_uri
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned runtime requirements of the pyfunc (given explicitly: inferring them reloads the model)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("mlflow", "torch", "pandas", "numpy", "pyarrow", "scipy"):
+        try:
+            out.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            out.append(pkg)
+    return out

@@ -16,10 +16,13 @@ When no model qualifies the night publishes the lists of the baseline best on fi
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 RECALL = "recall@20"
@@ -485,3 +488,69 @@ def promote_candidate(
                           f"the alias stays (re-run register to compare with v{cur_v})")
     client.set_registered_model_alias(model_name, CHAMPION, str(version))
     return out(True, f"v{version} is champion (was v{cur_v})")
+
+
+def _finite(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def baseline_figures(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """The four figures (next-item and first-item Recall@20, MRR@20) of every ranking baseline.
+
+    A baseline without any of them (return-time ones: medians, Hawkes) is left out; a figure it lacks
+    (missing or not finite) is None.
+    """
+    out: dict[str, dict[str, float | None]] = {}
+    for name, metrics in results.items():
+        figures = {k: _finite(metrics.get(k)) for k in BASELINE_METRICS}
+        if any(v is not None for v in figures.values()):
+            out[str(name)] = figures
+    return out
+
+
+def head_to_head(settings: Any, params: Any, run_date: dt.date, gate_keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """Tonight's model and the current champion on the same events of tonight's test split.
+
+    The champion may come from an earlier night with other dense ids, so both models see tonight's
+    history restricted to the users and items the champion knows, each in its own ids. None when
+    there is no champion or nothing in common (the gate then uses the champion's recorded metrics).
+    """
+    import mlflow
+
+    from jobs import columns as C
+    from thrnn.checkpoint import load_run
+    from thrnn.device import resolve_device
+    from thrnn.evaluate import metrics_from_predictions
+    from thrnn.inference import predict_test
+    from thrnn.io import read_split
+
+    from .pyfunc import history_from_split, split_in_model_space
+
+    paths = settings.run_paths(params.dataset, run_date)
+    from .settings import registered_model_name
+
+    name = registered_model_name(params.dataset)
+    client = setup_mlflow(settings.tracking_uri)
+    champ = champion_version(client, name)
+    if champ is None:
+        return None
+    try:
+        wrapper = mlflow.pyfunc.load_model(f"models:/{name}/{champ.version}").unwrap_python_model()
+        split = read_split(paths.data)
+        history = history_from_split(split)
+        common = history[history[C.USER_KEY].isin(wrapper.users[C.USER_KEY])
+                         & history[C.ITEM_KEY].isin(wrapper.items[C.ITEM_KEY])]
+        champ_split, _ = split_in_model_space(common, wrapper.items, wrapper.users)
+        new_split, _ = split_in_model_space(common, split.items, split.users)
+        if champ_split.test.empty:
+            return None
+        device = resolve_device(settings.device)
+        new_model, new_cfg = load_run(paths.train, device=device)
+        new = metrics_from_predictions(predict_test(new_model, new_split, new_cfg, device=device))
+        old = metrics_from_predictions(predict_test(wrapper.model, champ_split, wrapper.cfg, device=device))
+    except Exception:  # the gate falls back to recorded metrics; never lose the night over this
+        log.exception("head-to-head with champion v%s failed; the gate uses its recorded metrics", champ.version)
+        return None
+    return {"champion_version": int(champ.version), "test_events": len(champ_split.test),
+            "new": {k: new.get(k) for k in gate_keys}, "champion": {k: old.get(k) for k in gate_keys}}

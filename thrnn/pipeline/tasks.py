@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -183,6 +182,8 @@ def train(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
 
             if settings.train_nproc > 1:
                 mlflow.set_tag("train_nproc", settings.train_nproc)
+                from thrnn.launch import train_distributed
+
                 history = train_distributed(paths.data, paths.train, cfg, settings.train_nproc)
                 # the training processes do not talk to MLflow: their per-epoch records, same steps
                 for record in history["epochs"]:
@@ -198,52 +199,6 @@ def train(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
                     "epochs": cfg.epochs, "device": cfg.device, "nproc": settings.train_nproc}
 
     return save_state(paths, "train", _timed(body))
-
-
-def torchrun_command(data_dir: Path, run_dir: Path, config_file: Path, nproc: int) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc-per-node N -m thrnn train ...`` with every
-    TrainConfig field from ``config_file`` (so the preset of the split does not matter)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-            "-m", "thrnn", "train", "--data", str(data_dir), "--out", str(run_dir), "--config", str(config_file),
-            "--no-progress"]
-
-
-def train_distributed(data_dir: Path, run_dir: Path, cfg: Any, nproc: int) -> dict[str, Any]:
-    """Train ``cfg`` with ``nproc`` data-parallel processes (torchrun) and return the run's history.
-
-    The processes' output goes to this task's log line by line; a failed run raises with its tail."""
-    import collections
-    import subprocess
-    import tempfile
-
-    import thrnn
-
-    root = str(Path(thrnn.__file__).resolve().parents[1])  # thrnn and jobs, importable by the children
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    tail: collections.deque[str] = collections.deque(maxlen=40)
-    with tempfile.TemporaryDirectory(prefix="thrnn-train-") as tmp:
-        config_file = Path(tmp) / "config.json"
-        config_file.write_text(json.dumps(cfg.to_dict()))
-        cmd = torchrun_command(data_dir, run_dir, config_file, nproc)
-        log.info("training with %d processes: %s", nproc, " ".join(cmd))
-        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-            assert proc.stdout is not None
-            try:
-                for line in proc.stdout:
-                    log.info("%s", line.rstrip())
-                    tail.append(line)
-            except BaseException:  # the task is being stopped (timeout, kill): stop the training with it
-                proc.terminate()  # torchrun passes SIGTERM on to its workers
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                raise
-        if proc.returncode:
-            raise RuntimeError(f"torchrun training with {nproc} processes exited with {proc.returncode}:\n"
-                               + "".join(tail))
-    # thrnn.checkpoint.HISTORY_FILE, spelled out: importing it would load torch into this waiting process
-    return json.loads((run_dir / "history.json").read_text())
 
 
 def _run_baselines(data_dir: Path, out_dir: Path, params: RunParams, device: str) -> dict[str, dict[str, Any]]:
@@ -273,109 +228,6 @@ def _run_baselines(data_dir: Path, out_dir: Path, params: RunParams, device: str
     return {str(k): dict(v) for k, v in (results or {}).items()}
 
 
-def _training_curves(history: Any, path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    records = history.get("epochs") if isinstance(history, Mapping) else history
-    if not records:
-        return None
-    frame = pd.DataFrame(records)
-    losses = [c for c in ("loss", "loss_rec", "loss_time", "loss_first") if c in frame and frame[c].notna().any()]
-    if not losses:
-        return None
-    x = frame["epoch"] if "epoch" in frame else range(1, len(frame) + 1)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for c in losses:
-        ax.plot(x, frame[c], marker="o", label=c)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    ax.set_title("Training curves")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def baseline_figures(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """The four figures (next-item and first-item Recall@20, MRR@20) of every ranking baseline.
-
-    A baseline without any of them (return-time ones: medians, Hawkes) is left out; a figure it lacks
-    (missing or not finite) is None.
-    """
-    from .registry import BASELINE_METRICS
-
-    out: dict[str, dict[str, float | None]] = {}
-    for name, metrics in results.items():
-        figures = {k: _numeric({k: metrics.get(k)}).get(k) for k in BASELINE_METRICS}
-        if any(v is not None for v in figures.values()):
-            out[str(name)] = figures
-    return out
-
-
-def baseline_recommendations(split: Any, name: str, top_k: int,
-                             params: Mapping[str, Any] | None = None):  # noqa: ANN201 - DataFrame
-    """Baseline ``name``'s next-session lists (``session_aware.next_session_lists``) keyed like the model's
-    recommendations: user_key, rank, item_key, item_name, score."""
-    from thrnn.baselines.session_aware import next_session_lists
-
-    lists = next_session_lists(split, name, top_k, dict(params) if params else None)
-    recs = lists.merge(split.users[[C.USER_ID, C.USER_KEY]], on=C.USER_ID, how="left", validate="m:1").merge(
-        split.items[[C.ITEM_ID, C.ITEM_KEY, C.ITEM_NAME]], on=C.ITEM_ID, how="left", validate="m:1")
-    recs = recs.astype({"rank": "int64", "score": "float64"})
-    return recs[[C.USER_KEY, "rank", C.ITEM_KEY, C.ITEM_NAME, "score"]].sort_values(
-        [C.USER_KEY, "rank"]).reset_index(drop=True)
-
-
-def head_to_head(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any] | None:
-    """Tonight's model and the current champion on the same events of tonight's test split.
-
-    The champion may come from an earlier night with other dense ids, so both models see tonight's
-    history restricted to the users and items the champion knows, each in its own ids. None when
-    there is no champion or nothing in common (the gate then uses the champion's recorded metrics).
-    """
-    import mlflow
-
-    from thrnn.checkpoint import load_run
-    from thrnn.device import resolve_device
-    from thrnn.evaluate import metrics_from_predictions
-    from thrnn.inference import predict_test
-    from thrnn.io import read_split
-
-    from . import registry
-    from .pyfunc import history_from_split, split_in_model_space
-
-    paths = settings.run_paths(params.dataset, run_date)
-    name = registered_model_name(params.dataset)
-    client = registry.setup_mlflow(settings.tracking_uri)
-    champ = registry.champion_version(client, name)
-    if champ is None:
-        return None
-    try:
-        wrapper = mlflow.pyfunc.load_model(f"models:/{name}/{champ.version}").unwrap_python_model()
-        split = read_split(paths.data)
-        history = history_from_split(split)
-        common = history[history[C.USER_KEY].isin(wrapper.users[C.USER_KEY])
-                         & history[C.ITEM_KEY].isin(wrapper.items[C.ITEM_KEY])]
-        champ_split, _ = split_in_model_space(common, wrapper.items, wrapper.users)
-        new_split, _ = split_in_model_space(common, split.items, split.users)
-        if champ_split.test.empty:
-            return None
-        device = resolve_device(settings.device)
-        new_model, new_cfg = load_run(paths.train, device=device)
-        new = metrics_from_predictions(predict_test(new_model, new_split, new_cfg, device=device))
-        old = metrics_from_predictions(predict_test(wrapper.model, champ_split, wrapper.cfg, device=device))
-    except Exception:  # the gate falls back to recorded metrics; never lose the night over this
-        log.exception("head-to-head with champion v%s failed; the gate uses its recorded metrics", champ.version)
-        return None
-    return {"champion_version": int(champ.version), "test_events": len(champ_split.test),
-            "new": {k: new.get(k) for k in GATE_KEYS}, "champion": {k: old.get(k) for k in GATE_KEYS}}
-
-
 def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
     """Evaluate THRNN and the baselines on the test split; report + plots to MLflow."""
     paths = settings.run_paths(params.dataset, run_date)
@@ -384,7 +236,7 @@ def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
         import mlflow
 
         from thrnn.evaluate import evaluate_run
-        from thrnn.report import write_report
+        from thrnn.report import plot_training_curves, write_report
 
         from . import registry
 
@@ -397,7 +249,7 @@ def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
                      notes=f"run_date {run_date}; split figures: {json.dumps(load_state(paths, 'validate')['figures'])}")
         history_path = paths.train / "history.json"
         if history_path.exists():
-            _training_curves(json.loads(history_path.read_text()), paths.evaluation / "training_curves.png")
+            plot_training_curves(json.loads(history_path.read_text()), paths.evaluation / "training_curves.png")
         registry.setup_mlflow(settings.tracking_uri)
         with mlflow.start_run(run_id=trained["mlflow_run_id"]):
             mlflow.log_metrics({_mlflow_key(k): v for k, v in _numeric(metrics).items()})
@@ -405,13 +257,13 @@ def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
                 mlflow.log_metrics({f"baseline.{name}.{_mlflow_key(k)}": v for k, v in _numeric(m).items()})
             mlflow.log_artifacts(str(paths.evaluation), "evaluation")
         headline = {k: metrics.get(k) for k in GATE_KEYS}
-        versus = head_to_head(settings, params, run_date)
+        versus = registry.head_to_head(settings, params, run_date, GATE_KEYS)
         if versus is not None:
             with mlflow.start_run(run_id=trained["mlflow_run_id"]):
                 mlflow.log_dict(versus, "evaluation/champion_head_to_head.json")
         from thrnn.baselines.session_aware import LISTABLE
 
-        figures = baseline_figures(baselines)
+        figures = registry.baseline_figures(baselines)
         # the gate compares with baselines a night can publish (GRU4Rec/HRNN are reported, serve no lists)
         gate = sorted(n for n in figures if n in LISTABLE)
         gate_figures = {n: figures[n] for n in gate}
@@ -423,72 +275,6 @@ def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
                 "baseline_params": {n: baselines[n]["params"] for n in gate if baselines[n].get("params")}}
 
     return save_state(paths, "evaluate", _timed(body))
-
-
-def _vocab_files(paths: RunPaths) -> tuple[Path, Path]:
-    """items/users of the split as single Parquet files: the pyfunc's own id vocabulary."""
-    from thrnn.io import read_split
-
-    out = paths.root / "model_vocab"
-    out.mkdir(parents=True, exist_ok=True)
-    split = read_split(paths.data)
-    items, users = out / "items.parquet", out / "users.parquet"
-    split.items.to_parquet(items, index=False)
-    split.users.to_parquet(users, index=False)
-    return items, users
-
-
-def log_pyfunc(paths: RunPaths, run_id: str, tracking_uri: str) -> str:
-    """Log ``<run>/train`` as a pyfunc (pickle, signature, input example) to the MLflow run; return its URI."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from thrnn.io import read_split
-
-    from .pyfunc import (
-        ARTIFACT_ITEMS,
-        ARTIFACT_MODEL,
-        ARTIFACT_USERS,
-        DEFAULT_PARAMS,
-        ThrnnPyfunc,
-        history_from_split,
-    )
-
-    items, users = _vocab_files(paths)
-    local = ThrnnPyfunc(device="cpu").load(paths.train, items, users)
-    history = history_from_split(read_split(paths.data))
-    example_users = sorted(history[C.USER_KEY].unique())[:2]
-    example = history[history[C.USER_KEY].isin(example_users)].drop(columns=["in_test"]).reset_index(drop=True)
-    day = (example[C.EVENT_TIME].max() + dt.timedelta(days=1)).date().isoformat()
-    example_params = {**DEFAULT_PARAMS, "run_date": day}
-    output = local.predict(None, example, example_params)
-    signature = infer_signature(example, output, params=DEFAULT_PARAMS)
-    repo = Path(__file__).resolve().parents[2]
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ThrnnPyfunc(device="cpu"),
-            artifacts={ARTIFACT_MODEL: str(paths.train), ARTIFACT_ITEMS: str(items), ARTIFACT_USERS: str(users)},
-            signature=signature,
-            input_example=(example, example_params),
-            code_paths=[str(repo / "thrnn"), str(repo / "jobs")],
-            pip_requirements=_pip_requirements(),
-        )
-    return info.model_uri
-
-
-def _pip_requirements() -> list[str]:
-    """Pinned runtime requirements of the pyfunc (given explicitly: inferring them reloads the model)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for pkg in ("mlflow", "torch", "pandas", "numpy", "pyarrow", "scipy"):
-        try:
-            out.append(f"{pkg}=={version(pkg)}")
-        except PackageNotFoundError:
-            out.append(pkg)
-    return out
 
 
 def register(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
@@ -506,6 +292,7 @@ def register(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
 
     def body() -> dict[str, Any]:
         from . import registry
+        from .pyfunc import log_pyfunc
 
         trained, evaluated = load_state(paths, "train"), load_state(paths, "evaluate")
         client = registry.setup_mlflow(settings.tracking_uri)
@@ -580,6 +367,8 @@ def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
         common = {"run_date": run_date, "dataset": params.dataset, "model_name": name, "model_version": version}
         if baseline:
             evaluated = load_state(paths, "evaluate")
+            from thrnn.baselines.session_aware import baseline_recommendations
+
             recs = baseline_recommendations(split, baseline, params.top_k,
                                             evaluated.get("baseline_params", {}).get(baseline))
             source = baseline
