@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from jobs.constants import DEFAULT_GAP_SECONDS, FORMATS
 from thrnn.config import BOUNDS, PRESETS, TrainConfig, config_for, preset_for_format
 
-FORMATS = ("lastfm", "reddit", "events")
 DATASET_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 # TrainConfig fields the DAG exposes as params (order = order in the trigger form).
@@ -92,8 +92,8 @@ _DATA_SPECS: dict[str, dict[str, Any]] = {
         "minimum": 1,
         "maximum": 7 * 86400,
         "title": "Session gap (s)",
-        "description": "A new session starts after a gap larger than this. Empty = per format "
-        "(LastFM 3600, Reddit 1800).",
+        "description": "A new session starts after a gap larger than this. Empty = per format ("
+        + ", ".join(f"{fmt} {gap:g}" for fmt, gap in DEFAULT_GAP_SECONDS.items()) + ").",
     },
     "max_bad_fraction": {
         "default": 0.01,
