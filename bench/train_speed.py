@@ -159,6 +159,20 @@ def measure(data: SessionData, model: str, dataset: str, threads: int, device: s
     }
 
 
+def repeated(run: Any, repeats: int) -> dict[str, Any]:
+    """``run()`` ``repeats`` times: the first record with the medians of the speed figures and every
+    run's figures and load average at its start under ``repeats`` (a figure taken while other work
+    runs is not a result: the loads say whether the machine was idle)."""
+    records = [run() for _ in range(max(1, repeats))]
+    out = dict(records[0])
+    for key in ("train_targets_per_s", "train_seconds_last_epoch", "eval_seconds", "eval_targets_per_s"):
+        values = [r[key] for r in records if r[key] is not None]
+        out[key] = float(np.median(values)) if values else None
+    out["repeats"] = [{"train_targets_per_s": r["train_targets_per_s"], "eval_targets_per_s": r["eval_targets_per_s"],
+                       "load_average_1m": r["hardware"]["load_average_1m"]} for r in records]
+    return out
+
+
 def describe_data(data: SessionData) -> dict[str, Any]:
     train = ~data.is_test
     return {"users": data.n_users, "items": data.n_items, "sessions": data.n_sessions,
@@ -184,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-sessions", type=int, default=10, help="sessions per user of the generated GPU dataset")
     p.add_argument("--gpu-epochs", type=int, default=3, help="THRNN epochs on the GPU dataset")
     p.add_argument("--no-gpu", action="store_true", help="skip the CUDA run even when a GPU is present")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="runs per LastFM-JODIE setting; the figures are their medians (default 3)")
+    p.add_argument("--no-generated", action="store_true", help="skip the generated 100k-item CPU set")
     p.add_argument("--tiny", action="store_true",
                    help="a seconds-long smoke version: 3000 JODIE rows, 1 epoch, small generated sets")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed.json"), help="result JSON")
@@ -208,14 +225,15 @@ def main(argv: list[str] | None = None) -> int:
                                "lastfm_jodie": {"source": source, "data": describe_data(jodie), "runs": []}}
     for t in threads:
         for m in models:
-            r = measure(jodie, m, "lastfm", t, "cpu", args.epochs)
+            r = repeated(lambda m=m, t=t: measure(jodie, m, "lastfm", t, "cpu", args.epochs), args.repeats)
             results["lastfm_jodie"]["runs"].append(r)
             print(f"lastfm-jodie {m:8s} {t} thread(s): train {r['train_targets_per_s']:8.0f} tgt/s, "
-                  f"eval {r['eval_targets_per_s']:8.0f} tgt/s", flush=True)
+                  f"eval {r['eval_targets_per_s']:8.0f} tgt/s (median of {args.repeats}; load at the starts "
+                  f"{[x['load_average_1m'] for x in r['repeats']]})", flush=True)
 
     big = load_sessions(generated_split(args.big_users, args.big_sessions, args.big_items, seed=1))
     results["generated_cpu"] = {"data": describe_data(big), "runs": []}
-    for m in models:
+    for m in [] if args.no_generated else models:
         r = measure(big, m, "lastfm", threads[0], "cpu", args.epochs, sampled_softmax=args.sampled)
         results["generated_cpu"]["runs"].append(r)
         print(f"generated {args.big_items} items {m:8s}: train {r['train_targets_per_s']:8.0f} tgt/s "

@@ -8,8 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -20,7 +18,8 @@ from jobs import constants as K
 from jobs import reference as R
 from jobs.rules import EventsOptions, events_layout
 from jobs.sessionize import run
-from tests.conftest import REPO_ROOT, shared_file
+from tests.conftest import shared_file
+from tests.jobs.helpers import synthesize
 from thrnn.io import read_split
 
 pytestmark = pytest.mark.spark
@@ -57,16 +56,6 @@ def test_reference_equals_the_job_on_real_excerpts(spark, tmp_path, relative, fm
     path = head_of(shared_file(relative), tmp_path / "head.tsv", lines)  # a slice: the whole file is slow
     stats = run(spark, fmt, [str(path)], tmp_path / "out", **options)
     assert_same_as_job(tmp_path / "out", stats, R.sessionize_files(fmt, [str(path)], **options))
-
-
-def synthesize(tmp_path, fmt: str, events: int, malformed: float, seed: int):
-    out = tmp_path / f"{fmt}.txt"
-    summary = subprocess.run(
-        [sys.executable, "-m", "jobs.synthesize", "--format", fmt, "--events", str(events), "--out", str(out),
-         "--seed", str(seed), "--malformed-fraction", str(malformed), "--no-progress", "--no-gzip"],
-        capture_output=True, text=True, check=True, cwd=REPO_ROOT,
-    ).stdout  # fmt: skip
-    return out, json.loads(summary)
 
 
 @pytest.mark.parametrize("fmt", K.TEXT_LOG_FORMATS)

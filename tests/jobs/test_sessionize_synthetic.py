@@ -6,15 +6,13 @@ gives the same stats.
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
 
 import pytest
 
 from jobs import columns as C
 from jobs.sessionize import run
 from tests.conftest import REPO_ROOT
+from tests.jobs.helpers import synthesize
 
 pytestmark = pytest.mark.spark
 
@@ -24,16 +22,6 @@ def load_bench_pandas():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def synthesize(tmp_path, fmt: str, events: int, malformed: float, seed: int):
-    out = tmp_path / f"{fmt}.txt"
-    summary = subprocess.run(
-        [sys.executable, "-m", "jobs.synthesize", "--format", fmt, "--events", str(events), "--out", str(out),
-         "--seed", str(seed), "--malformed-fraction", str(malformed), "--no-progress", "--no-gzip"],
-        capture_output=True, text=True, check=True, cwd=REPO_ROOT,
-    ).stdout  # fmt: skip
-    return out, json.loads(summary)
 
 
 def test_generated_reddit_with_every_malformed_kind(spark, tmp_path):
