@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from jobs.reference import sessionize_frame
 from thrnn.config import config_for
-from thrnn.data import SessionData, load_sessions, read_jodie_tsv, user_parallel_batches
-from thrnn.device import resolve_device
+from thrnn.data import SessionData, load_sessions, read_jodie_tsv
 from thrnn.io import Split, read_split
-from thrnn.models import build_model
-from thrnn.train import _Trainer, seed_everything, validate
+from thrnn.train import train_sessions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,30 +35,27 @@ JODIE = ROOT.parent / "shared" / "data" / "lastfm-1k-jodie-subset" / "lastfm_jod
 def curves(data: SessionData, dataset: str, model: str, grid: list[dict], checks: list[int], val_sessions: int,
            seed: int, threads: int, device: str = "cpu"):
     """Yield one record per (setting, checkpoint epoch) with the validation metrics."""
-    dev = resolve_device(device)
-    if threads:
-        torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(dev.type == "cpu")
     val = data.validation_mask(val_sessions)
     if not bool(val.any()):
         raise ValueError("no validation sessions: every user has a single training session")
-    mask = ~data.is_test & ~val
     for overrides in grid:
-        cfg = config_for(dataset, model, epochs=max(checks), seed=seed, device=device,
+        cfg = config_for(dataset, model, epochs=max(checks), seed=seed, device=device, threads=threads,
                          val_sessions=val_sessions, **overrides)
-        seed_everything(cfg.seed)
-        net = build_model(cfg, data.n_items, data.n_users).to(dev)
-        trainer = _Trainer(net, data, cfg, dev)
-        batches = [torch.from_numpy(b) for b in user_parallel_batches(data, mask, cfg.batch_size)]
         start = time.perf_counter()
-        for epoch in range(cfg.epochs):
-            rec = trainer.epoch(batches, epoch, progress=False)
-            if epoch + 1 in checks:
-                v = validate(net, data, cfg, val, dev)
-                yield {"dataset": dataset, "model": model, "overrides": overrides, "epoch": epoch + 1,
-                       "seed": seed, "val_sessions": val_sessions, "loss": rec["loss"],
-                       "val_recall@20": v["val_recall@20"], "val_mrr@20": v["val_mrr@20"],
-                       "val_mae_hours": v.get("val_mae_hours"), "seconds": round(time.perf_counter() - start, 1)}
+        seen: list[dict] = []
+
+        def on_epoch(epoch: int, rec: dict, overrides: dict = overrides, seen: list = seen,
+                     start: float = start) -> None:
+            if epoch in checks:
+                seen.append({"dataset": dataset, "model": model, "overrides": overrides, "epoch": epoch,
+                             "seed": seed, "val_sessions": val_sessions, "loss": rec["loss"],
+                             "val_recall@20": rec["val_recall@20"], "val_mrr@20": rec["val_mrr@20"],
+                             "val_mae_hours": rec.get("val_mae_hours"),
+                             "seconds": round(time.perf_counter() - start, 1)})
+
+        with tempfile.TemporaryDirectory(prefix="tune-curves-") as run:
+            train_sessions(data, run, cfg, progress=False, on_epoch=on_epoch, validate_at=checks)
+        yield from seen
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -325,8 +325,11 @@ def train_sessions(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[int, dict], None] | None = None,
+    validate_at: Collection[int] | None = None,
 ) -> dict[str, Any]:
-    """:func:`train` on already loaded :class:`SessionData`."""
+    """:func:`train` on already loaded :class:`SessionData`. With ``cfg.val_sessions`` the validation
+    figures are computed after every epoch, or only after the epochs (1-based) in ``validate_at``
+    (learning curves at a few points cost less; ``patience`` then counts validated epochs)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -340,7 +343,8 @@ def train_sessions(
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(device.type == "cpu")
     try:
-        return _train(data, run_dir, cfg, device, resume, progress, on_epoch, ctx)
+        return _train(data, run_dir, cfg, device, resume, progress, on_epoch, ctx,
+                      None if validate_at is None else frozenset(int(e) for e in validate_at))
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
@@ -365,7 +369,7 @@ def _shard(data: SessionData, train_mask: torch.Tensor, cfg: TrainConfig, traine
 
 def _train(data: SessionData, run_dir: Path, cfg: TrainConfig, device: torch.device, resume: bool,
            progress: bool, on_epoch: Callable[[int, dict], None] | None,
-           ctx: distributed.Context | None = None) -> dict[str, Any]:
+           ctx: distributed.Context | None = None, validate_at: frozenset[int] | None = None) -> dict[str, Any]:
     is_main = ctx is None or ctx.is_main
     seed_everything(cfg.seed)
     model = build_model(cfg, data.n_items, data.n_users).to(device)
@@ -414,7 +418,7 @@ def _train(data: SessionData, run_dir: Path, cfg: TrainConfig, device: torch.dev
     for epoch in range(start_epoch, cfg.epochs):
         record = trainer.epoch(batches, epoch, progress, bad_before=int(history["bad_steps"]))
         history["bad_steps"] = int(history["bad_steps"]) + int(record["bad_steps"])
-        if val.any():
+        if val.any() and (validate_at is None or epoch + 1 in validate_at):
             # the replicas are equal: rank 0 validates and the others take its figures
             figures = validate(model, data, cfg, val, device) if is_main else None
             record.update(figures if ctx is None else distributed.broadcast_object(figures, ctx))

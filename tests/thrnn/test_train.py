@@ -162,6 +162,19 @@ def test_validation_split_never_reads_test(tmp_path):
     assert 0 <= h1["epochs"][-1]["val_mae_hours"] < 500
 
 
+def test_validation_only_at_the_chosen_epochs_trains_the_same_weights(tmp_path):
+    data = load_sessions(tiny_split(n_users=6))
+    cfg = _cfg(epochs=3, val_sessions=1)
+    every = train_sessions(data, tmp_path / "every", cfg, progress=False)
+    some = train_sessions(data, tmp_path / "some", cfg, progress=False, validate_at=[2])
+    assert ["val_recall@20" in e for e in every["epochs"]] == [True, True, True]
+    assert ["val_recall@20" in e for e in some["epochs"]] == [False, True, False]
+    assert some["epochs"][1]["val_recall@20"] == every["epochs"][1]["val_recall@20"]
+    # validation reads, never trains: the losses of every epoch are the same
+    assert [e["loss"] for e in some["epochs"]] == [e["loss"] for e in every["epochs"]]
+    assert some["best_epoch"] == 2
+
+
 def test_train_writes_run_files_and_on_epoch(tmp_path):
     split = tiny_split()
     split_dir = tmp_path / "split"
