@@ -46,6 +46,7 @@ from jobs.rules import (
     TextLayout,
     check_headers,
     events_layout,
+    run_settings,
 )
 
 # Columns of the parsed events :func:`sessionize_events` takes.
@@ -458,14 +459,8 @@ def sessionize_files(
         bad_fraction=bad / raw_rows,
         valid_rows=raw_rows - bad - excluded,
         accounting_ok=True,  # by construction: every valid event has one fate
-        format=fmt,
-        inputs=inputs,
-        input_files=len(inputs),
-        run_date=day.isoformat() if day else None,
-        max_bad_fraction=max_bad_fraction,
-        rules=asdict(rules),
-        format_options=asdict(options) if fmt == K.EVENTS else {},
-        session_gap_seconds=gap,
+        # the reference reads files only: one file per input
+        **run_settings(fmt, inputs, len(inputs), day, max_bad_fraction, rules, options, gap),
     )
     return Output(train, test, items, users, quarantine, stats)
 

@@ -4,8 +4,10 @@ the Spark job (``jobs.sessionize``) and its pandas reference (``jobs.reference``
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from jobs import columns as C
 
@@ -164,3 +166,12 @@ def check_headers(heads: list[tuple[str, str | None]], delimiter: str, expected:
     if found is None:
         raise InputError("every input file is empty")
     return found
+
+
+def run_settings(fmt: str, inputs: list[str], input_files: int, day: dt.date | None, max_bad_fraction: float,
+                 rules: SessionRules, options: EventsOptions, gap: float) -> dict[str, Any]:
+    """The settings a run records in ``stats.json`` beside its figures (the job and the reference alike)."""
+    return {"format": fmt, "inputs": inputs, "input_files": input_files,
+            "run_date": day.isoformat() if day else None, "max_bad_fraction": max_bad_fraction,
+            "rules": asdict(rules), "format_options": asdict(options) if fmt == "events" else {},
+            "session_gap_seconds": gap}

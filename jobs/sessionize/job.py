@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from jobs import columns as C
 from jobs import schemas as S
 from jobs.constants import DEFAULT_GAP_SECONDS, FORMATS, REASONS
-from jobs.rules import EventsOptions, SessionizeError, check_headers, events_layout
+from jobs.rules import EventsOptions, SessionizeError, check_headers, events_layout, run_settings
 from jobs.sessionize import io
 from jobs.sessionize import transforms as T
 
@@ -209,17 +209,8 @@ def _run(
             stats = _stats(counts, labeled, n_items=items.count())
         for df in (users, items):
             df.unpersist()
-        stats.update(
-            format=fmt,
-            inputs=inputs,
-            input_files=len(files),
-            run_date=day.isoformat() if day else None,
-            max_bad_fraction=max_bad_fraction,
-            rules=asdict(rules),
-            format_options=asdict(options) if fmt == "events" else {},
-            elapsed_seconds=round(time.monotonic() - started, 3),
-        )
-        stats["session_gap_seconds"] = gap
+        stats.update(run_settings(fmt, inputs, len(files), day, max_bad_fraction, rules, options, gap),
+                     elapsed_seconds=round(time.monotonic() - started, 3))
         io.write_stats(stats, staging / C.STATS_FILE)
         shutil.rmtree(work)
     log.info("sessionize done in %.1f s: %s", time.monotonic() - started,
