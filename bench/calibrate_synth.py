@@ -1,4 +1,4 @@
-"""Compare the synthetic raw logs of ``jobs.synthesize`` with the real excerpts in ../shared/data.
+"""Compare the synthetic raw logs of ``synth`` with the real excerpts in ../shared/data.
 
 For each real excerpt and for synthetic data of the same size (events, users, items, time span) it
 computes, with pandas: session length (mean, median, p90) with the documented gap thresholds (LastFM
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.constants import DEFAULT_GAP_SECONDS, TEXT_LOG_FORMATS
-from jobs.synthesize import generate
+from synth import generate
 
 REPO = Path(__file__).resolve().parents[1]
 

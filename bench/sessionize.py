@@ -1,6 +1,6 @@
 """Benchmark of the Spark sessionize job against its single-process pandas reference (``jobs.reference``).
 
-For each size it generates a lastfm-format log with ``jobs.synthesize`` (seeded; reused when present),
+For each size it generates a lastfm-format log with ``synth`` (seeded; reused when present),
 runs ``python -m jobs.sessionize`` on ``local[2]`` and ``bench/sessionize_pandas.py`` (the reference), each in its own
 process, and records wall time, events/s and peak resident memory (the whole process tree: Python
 driver + JVM for Spark), and whether both give identical statistics. Results go to
@@ -105,7 +105,7 @@ def generate(events: int, data_dir: Path, seed: int, gzip: bool) -> Path:
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "jobs.synthesize", "--format", "lastfm", "--events", str(events), "--out",
+            [sys.executable, "-m", "synth", "--format", "lastfm", "--events", str(events), "--out",
              str(path), "--seed", str(seed), "--no-progress", "--gzip" if gzip else "--no-gzip"],
             check=True, cwd=REPO, stdout=subprocess.DEVNULL,
         )  # fmt: skip

@@ -1,6 +1,6 @@
 """Constants of the input formats and the sessionization rules (docs/design.md §2, §3), shared by the
 Spark job (``jobs.sessionize``), its pandas reference (``jobs.reference``), the generator
-(``jobs.synthesize``), the benches and the tests.
+(``synth``), the benches and the tests.
 
 Plain values with no Spark or torch import, so that every one of them can read them from here instead
 of keeping a copy.
@@ -13,7 +13,7 @@ LASTFM = "lastfm"
 REDDIT = "reddit"
 EVENTS = "events"
 FORMATS = (LASTFM, REDDIT, EVENTS)
-TEXT_LOG_FORMATS = (LASTFM, REDDIT)  # fixed layouts of raw text logs (what jobs.synthesize writes)
+TEXT_LOG_FORMATS = (LASTFM, REDDIT)  # fixed layouts of raw text logs (what synth writes)
 # Rule 1's gap threshold per format, seconds (the paper's values, docs/design.md §3.1).
 DEFAULT_GAP_SECONDS = {LASTFM: 3600.0, REDDIT: 1800.0, EVENTS: 3600.0}
 

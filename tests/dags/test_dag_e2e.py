@@ -35,7 +35,7 @@ def nightly(airflow_db, spark, tmp_path_factory):
     The suite's Spark session is started first: the sessionize task reuses the active session (and
     leaves it running) instead of starting a second JVM.
     """
-    from jobs.synthesize import generate
+    from synth import generate
 
     home = tmp_path_factory.mktemp("thrnn-home")
     raw = home / "raw" / "lastfm.tsv"

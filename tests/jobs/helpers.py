@@ -12,11 +12,11 @@ from tests.conftest import REPO_ROOT
 
 
 def synthesize(tmp_path: Path, fmt: str, events: int, malformed: float, seed: int) -> tuple[Path, dict[str, Any]]:
-    """A raw log of ``fmt`` written by ``python -m jobs.synthesize`` (as a user would run it) and its
+    """A raw log of ``fmt`` written by ``python -m synth`` (as a user would run it) and its
     summary (``malformed_by_kind`` and the rest)."""
     out = tmp_path / f"{fmt}.txt"
     summary = subprocess.run(
-        [sys.executable, "-m", "jobs.synthesize", "--format", fmt, "--events", str(events), "--out", str(out),
+        [sys.executable, "-m", "synth", "--format", fmt, "--events", str(events), "--out", str(out),
          "--seed", str(seed), "--malformed-fraction", str(malformed), "--no-progress", "--no-gzip"],
         capture_output=True, text=True, check=True, cwd=REPO_ROOT,
     ).stdout  # fmt: skip

@@ -1,4 +1,4 @@
-"""The job on generated data: every malformed kind ``jobs.synthesize`` injects is quarantined with its
+"""The job on generated data: every malformed kind ``synth`` injects is quarantined with its
 reason, and the benchmark's pandas side (``bench/sessionize_pandas.py``, the reference ``jobs.reference``)
 gives the same stats.
 """

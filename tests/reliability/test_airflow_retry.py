@@ -50,7 +50,7 @@ def _sessionize_state(run_id: str | None = None) -> tuple[str | None, int]:
 
 
 def test_a_task_that_fails_once_succeeds_on_its_retry(airflow_db, spark, tmp_path, monkeypatch):  # noqa: F811
-    from jobs.synthesize import generate
+    from synth import generate
 
     home = tmp_path / "home"
     raw = tmp_path / "incoming" / "lastfm.tsv"

@@ -236,7 +236,7 @@ def test_run_date_checks():
 
 @pytest.fixture(scope="module")
 def raw_log(tmp_path_factory):
-    from jobs.synthesize import generate
+    from synth import generate
 
     path = tmp_path_factory.mktemp("backtest-raw") / "lastfm.tsv"
     summary = generate("lastfm", 4000, path, seed=1, users=12, start="2025-11-01", days=60)

@@ -1,6 +1,6 @@
 """``make demo``: one night of the whole pipeline on a small generated dataset, then a tour.
 
-Steps: generate a realistic Last.fm-like log with ``jobs.synthesize`` (once), migrate a SQLite Airflow
+Steps: generate a realistic Last.fm-like log with ``synth`` (once), migrate a SQLite Airflow
 metadata database under ``$THRNN_HOME/airflow``, run ``airflow dags test thrnn_nightly <date>``, and
 print where everything is, the top-5 recommendations of one user, how many users are at risk, the
 model history and the commands for the Airflow and MLflow UIs. Running it again runs the next night
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     raw = settings.home / "demo" / "raw" / "lastfm.tsv"
     if not raw.exists():
-        from jobs.synthesize import generate
+        from synth import generate
 
         print(f"[demo] generating {args.events} events of {args.users} users -> {raw}", flush=True)
         generate("lastfm", args.events, raw, seed=args.seed, users=args.users, start=START.isoformat(),

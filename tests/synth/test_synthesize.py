@@ -1,4 +1,4 @@
-"""Tests of the raw-log generator ``jobs.synthesize`` (plain Python / pandas, no Spark)."""
+"""Tests of the raw-log generator ``synth`` (plain Python / pandas, no Spark)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import re
 import subprocess
 import sys
 import tracemalloc
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import synthesize as syn
+import synth as syn
 from jobs.constants import MAX_EPOCH_SECONDS
-from jobs.synthesize import MALFORMED_KINDS, block_bounds, events_per_user, generate, iter_blocks
+from synth import MALFORMED_KINDS, block_bounds, events_per_user, generate, iter_blocks
+from synth import blocks as B
+from synth.cli import main as synth_main
 
 REPO = Path(__file__).resolve().parents[2]
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -192,7 +194,7 @@ def test_lastfm_exact_count_and_every_line_valid(lastfm_file):
     assert df["user"].nunique() == 40 == summary["users"]
     assert summary["malformed_lines"] == 0
     assert summary["items_used"] == df["item"].nunique()
-    assert summary["first_event"] == datetime.fromtimestamp(df["t"].min(), syn.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert summary["first_event"] == datetime.fromtimestamp(df["t"].min(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_lastfm_rows_grouped_by_user_newest_first(lastfm_file):
@@ -275,10 +277,10 @@ def test_push_apart_by_hand():
     start = np.array([0, 60, 100, 10, 15])
     duration = np.array([50, 30, 10, 20, 5])
     min_gap = np.array([999, 20, 20, 999, 5])  # the first session of a user has no gap before it
-    got = syn._push_apart(start, duration, min_gap, np.array([0, 0, 0, 1, 1]), np.array([3, 2]))
+    got = B._push_apart(start, duration, min_gap, np.array([0, 0, 0, 1, 1]), np.array([3, 2]))
     assert got.tolist() == [0, 70, 120, 10, 35]
     # nothing to push: unchanged
-    got = syn._push_apart(np.array([0, 500]), np.array([10, 10]), np.array([0, 20]), np.array([0, 0]), np.array([2]))
+    got = B._push_apart(np.array([0, 500]), np.array([10, 10]), np.array([0, 20]), np.array([0, 0]), np.array([2]))
     assert got.tolist() == [0, 500]
 
 
@@ -286,19 +288,19 @@ def test_session_lengths_exact_per_user_and_heavy_users_binge():
     prof = syn.PROFILES["reddit"]
     rng = np.random.default_rng(0)
     n_u = np.array([40, 3_000, 1])
-    owner, length = syn._session_lengths(rng, prof, n_u, span=7 * 86400.0)
+    owner, length = B._session_lengths(rng, prof, n_u, span=7 * 86400.0)
     assert (np.diff(owner) >= 0).all() and length.min() >= 1
     assert np.bincount(owner, weights=length).astype(int).tolist() == [40, 3_000, 1]
     mean = np.bincount(owner, weights=length) / np.bincount(owner)
     # 3,000 events in a week do not fit in ~1.7-event sessions 45 min apart: the user binges
     assert mean[1] > 5 * mean[0]
-    owner, length = syn._session_lengths(rng, prof, np.array([3_000]), span=365 * 86400.0)
+    owner, length = B._session_lengths(rng, prof, np.array([3_000]), span=365 * 86400.0)
     assert length.mean() < 3  # the same user over a year keeps the usual length
 
 
 def test_segment_helpers_by_hand():
-    assert syn._segment_cumsum(np.array([1, 2, 3, 4, 5]), np.array([2, 3])).tolist() == [1, 3, 3, 7, 12]
-    assert syn._rank_in_group(np.array([0, 0, 2, 2, 2, 5])).tolist() == [0, 1, 0, 1, 2, 0]
+    assert B._segment_cumsum(np.array([1, 2, 3, 4, 5]), np.array([2, 3])).tolist() == [1, 3, 3, 7, 12]
+    assert B._rank_in_group(np.array([0, 0, 2, 2, 2, 5])).tolist() == [0, 1, 0, 1, 2, 0]
 
 
 def test_events_per_user_sums_exactly_and_respects_bounds():
@@ -464,7 +466,7 @@ def test_bad_input_gets_a_clear_error(kwargs, message):
 
 def test_cli_help_documents_every_option():
     out = subprocess.run(
-        [sys.executable, "-m", "jobs.synthesize", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "synth", "--help"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     for opt in ("--format", "--events", "--out", "--users", "--items", "--seed", "--start", "--days",
                 "--malformed-fraction", "--gzip", "--no-gzip", "--block-events", "--max-user-events", "--progress"):
@@ -474,11 +476,11 @@ def test_cli_help_documents_every_option():
 
 def test_cli_writes_file_and_rejects_bad_input(tmp_path, capsys):
     out = tmp_path / "r.csv.gz"
-    rc = syn.main(["--format", "reddit", "--events", "500", "--out", str(out), "--seed", "4", "--no-progress"])
+    rc = synth_main(["--format", "reddit", "--events", "500", "--out", str(out), "--seed", "4", "--no-progress"])
     assert rc == 0 and '"events": 500' in capsys.readouterr().out
     df, bad = parse(out, "reddit")
     assert len(df) == 500 and bad == {}
-    assert syn.main(["--format", "reddit", "--events", "5", "--users", "9", "--out", str(out)]) == 2
+    assert synth_main(["--format", "reddit", "--events", "5", "--users", "9", "--out", str(out)]) == 2
     assert "cannot exceed" in capsys.readouterr().err
 
 
