@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.constants import DEFAULT_GAP_SECONDS, TEXT_LOG_FORMATS
+from contract.constants import DEFAULT_GAP_SECONDS, TEXT_LOG_FORMATS
 from synth import generate
 
 REPO = Path(__file__).resolve().parents[1]

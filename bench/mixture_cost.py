@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from jobs.reference import sessionize_frame
+from contract.reference import sessionize_frame
 from thrnn.config import config_for
 from thrnn.data import load_sessions, read_jodie_tsv
 from thrnn.evaluate import write_json_atomic

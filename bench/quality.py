@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs import columns as C
+from contract import columns as C
 from thrnn.evaluate import write_json_atomic
 from thrnn.io import Split, read_split, write_split
 
@@ -127,7 +127,7 @@ TIME_GRID: list[dict[str, Any]] = [{"gap_exponent": 1.0}, {"gap_exponent": 0.5}]
 
 
 def _pandas_sessionize(ds: Dataset, out: Path, max_rows: int | None) -> Split:
-    from jobs.reference import sessionize_frame
+    from contract.reference import sessionize_frame
     from thrnn.data import read_jodie_tsv
 
     train, test, items, users = sessionize_frame(read_jodie_tsv(str(ds.path), max_rows), ds.session_gap_seconds)

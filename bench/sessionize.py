@@ -1,4 +1,4 @@
-"""Benchmark of the Spark sessionize job against its single-process pandas reference (``jobs.reference``).
+"""Benchmark of the Spark sessionize job against its single-process pandas reference (``contract.reference``).
 
 For each size it generates a lastfm-format log with ``synth`` (seeded; reused when present),
 runs ``python -m jobs.sessionize`` on ``local[2]`` and ``bench/sessionize_pandas.py`` (the reference), each in its own
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs import columns as C
+from contract import columns as C
 
 REPO = Path(__file__).resolve().parents[1]
 

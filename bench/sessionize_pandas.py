@@ -1,5 +1,5 @@
 """The single-process side of ``bench/sessionize.py``: the pandas reference of the sessionize job
-(``jobs.reference``, docs/design.md §3) on raw text inputs, printing the stats.json figures.
+(``contract.reference``, docs/design.md §3) on raw text inputs, printing the stats.json figures.
 
     python bench/sessionize_pandas.py --format lastfm --input var/bench/lastfm_1000000.tsv.gz
 """
@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any
 
-from jobs import reference
-from jobs.constants import DEFAULT_GAP_SECONDS, TEXT_LOG_FORMATS
+from contract import reference
+from contract.constants import DEFAULT_GAP_SECONDS, TEXT_LOG_FORMATS
 
 
 def sessionize_pandas(

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from jobs.reference import sessionize_frame
+from contract.reference import sessionize_frame
 from thrnn.data import SessionData, load_sessions, read_jodie_tsv
 from thrnn.io import Split
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from bench.train_speed import JODIE, hardware
-from jobs.reference import sessionize_frame
+from contract.reference import sessionize_frame
 from thrnn.data import load_sessions, read_jodie_tsv, user_parallel_batches
 from thrnn.io import Split
 

@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from jobs import columns as C
-from jobs.reference import sessionize_frame
+from contract import columns as C
+from contract.reference import sessionize_frame
 from thrnn.checkpoint import load_run
 from thrnn.config import config_for
 from thrnn.data import SessionData, load_sessions, read_jodie_tsv

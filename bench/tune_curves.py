@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from jobs.reference import sessionize_frame
+from contract.reference import sessionize_frame
 from thrnn.config import config_for
 from thrnn.data import SessionData, load_sessions, read_jodie_tsv
 from thrnn.io import Split, read_split

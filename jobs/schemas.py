@@ -20,8 +20,8 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from jobs import columns as C
-from jobs.constants import EVENTS_DEFAULT_COLUMNS, LASTFM_COLUMNS, REDDIT_COLUMNS  # noqa: F401
+from contract import columns as C
+from contract.constants import EVENTS_DEFAULT_COLUMNS, LASTFM_COLUMNS, REDDIT_COLUMNS  # noqa: F401
 
 # --- raw inputs (docs/design.md §2) ----------------------------------------------------------------
 LASTFM_SCHEMA = StructType([StructField(name, StringType()) for name in LASTFM_COLUMNS])

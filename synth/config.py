@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs import constants as C
+from contract import constants as C
 from synth.profiles import PROFILES
 
 FORMATS = C.TEXT_LOG_FORMATS

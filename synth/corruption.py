@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs import constants as C
+from contract import constants as C
 from synth.config import STREAM_MALFORMED, SynthConfig
 
 # Kinds of malformed lines, per format: those the sessionize job must quarantine (docs/design.md §2).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jobs import constants as C
+from contract import constants as C
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from jobs import constants as C
+from contract import constants as C
 from synth.blocks import Block, iter_blocks
 from synth.catalog import TRACKS_PER_ARTIST, Catalog, build_catalog
 from synth.config import SynthConfig

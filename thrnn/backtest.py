@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs import columns as C
+from contract import columns as C
 from thrnn.calibration import (
     HORIZONS_HOURS,
     ece_if_calibrated,
@@ -723,7 +723,7 @@ def _thresholds(text: str) -> tuple[float, float]:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from jobs.constants import DEFAULT_GAP_SECONDS, FORMATS
+    from contract.constants import DEFAULT_GAP_SECONDS, FORMATS
     from thrnn.config import DEVICES, PRESETS
 
     p.description = ("Backtest the churn figures: sessionize a raw log as of a past run date, train THRNN on it "

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from jobs import columns as C
-from jobs import reference
+from contract import columns as C
+from contract import reference
 from thrnn.io import Split
 
 SECONDS_PER_HOUR = 3600.0

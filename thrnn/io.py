@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs import columns as C
+from contract import columns as C
 
 EVENT_SCHEMA = pa.schema(
     [

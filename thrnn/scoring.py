@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from jobs import columns as C
+from contract import columns as C
 from thrnn.checkpoint import atomic_write_bytes, load_run
 from thrnn.churn import ChurnLaw, fit_no_return
 from thrnn.config import TrainConfig

@@ -508,7 +508,7 @@ def _preset(args: argparse.Namespace) -> str:
     """--preset, else --dataset, else the preset of the split's format (stats.json), else events."""
     import json
 
-    from jobs import columns as C
+    from contract import columns as C
     from thrnn.config import DEFAULT_PRESET, preset_for_format
 
     preset = getattr(args, "preset", None)

@@ -33,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (spark-submit jobs/sessionize/__main__.py): find `jobs`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from jobs.constants import DEFAULT_GAP_SECONDS, FORMATS
+from contract.constants import DEFAULT_GAP_SECONDS, FORMATS
 from jobs.sessionize.io import InputError, check_path_text
 from jobs.sessionize.job import EventsOptions, SessionizeError, run
 from jobs.sessionize.transforms import SessionRules

@@ -30,8 +30,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from contract.rules import InputError
 from jobs import schemas as S
-from jobs.rules import InputError
 from jobs.sessionize import transforms as T
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,10 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import columns as C
+from contract import columns as C
+from contract.constants import DEFAULT_GAP_SECONDS, FORMATS, REASONS
+from contract.rules import EventsOptions, SessionizeError, check_headers, events_layout, run_settings
 from jobs import schemas as S
-from jobs.constants import DEFAULT_GAP_SECONDS, FORMATS, REASONS
-from jobs.rules import EventsOptions, SessionizeError, check_headers, events_layout, run_settings
 from jobs.sessionize import io
 from jobs.sessionize import transforms as T
 

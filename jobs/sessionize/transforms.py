@@ -21,12 +21,11 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs import columns as C
-from jobs import schemas as S
+from contract import columns as C
 
-# The reasons, fates, time patterns and layouts are shared with the pandas reference (jobs.reference)
+# The reasons, fates, time patterns and layouts are shared with the pandas reference (contract.reference)
 # and the generator; they live in the Spark-free modules and are re-exported here for the job.
-from jobs.constants import (  # noqa: F401
+from contract.constants import (  # noqa: F401
     COLLAPSED_REPEAT,
     CONTROL_CHARACTER,
     CONTROL_RE,
@@ -50,7 +49,8 @@ from jobs.constants import (  # noqa: F401
     UNPARSABLE_TIMESTAMP,
     WRONG_COLUMN_COUNT,
 )
-from jobs.rules import LASTFM_LAYOUT, REDDIT_LAYOUT, SessionRules, TextLayout  # noqa: F401
+from contract.rules import LASTFM_LAYOUT, REDDIT_LAYOUT, SessionRules, TextLayout  # noqa: F401
+from jobs import schemas as S
 
 # Columns added by sessionize() (besides the input's user_key, item_key, ts_us, seq).
 RAW_SESSION = "raw_session"  # 0-based session number of the user after rule 1

@@ -17,7 +17,7 @@ import sys
 import pandas as pd
 import pytest
 
-from jobs import columns as C
+from contract import columns as C
 
 from .conftest import DAGS
 

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
-from jobs import columns as C
-from jobs import constants as K
+from contract import columns as C
+from contract import constants as K
 from jobs import schemas as S
 from jobs.sessionize import SessionizeError, run
 from jobs.sessionize.io import InputError

@@ -15,7 +15,7 @@ from collections import defaultdict
 import pandas as pd
 import pytest
 
-from jobs import columns as C
+from contract import columns as C
 from jobs.sessionize import run
 from tests.conftest import shared_file
 from thrnn.io import read_split

@@ -1,4 +1,4 @@
-"""The pandas reference (``jobs.reference``) against the Spark job: whole tables, quarantine rows and
+"""The pandas reference (``contract.reference``) against the Spark job: whole tables, quarantine rows and
 stats.json equal on slices of the real excerpts and on generated data with every malformed kind the
 generator makes, and the parsers equal line by line on the malformed kinds it cannot make
 (docs/design.md §2, §3)."""
@@ -13,10 +13,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import columns as C
-from jobs import constants as K
-from jobs import reference as R
-from jobs.rules import EventsOptions, events_layout
+from contract import columns as C
+from contract import constants as K
+from contract import reference as R
+from contract.rules import EventsOptions, events_layout
 from jobs.sessionize import run
 from tests.conftest import shared_file
 from tests.jobs.helpers import synthesize

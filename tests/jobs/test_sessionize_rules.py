@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from jobs import columns as C
+from contract import columns as C
 from jobs import schemas as S
 from jobs.sessionize import transforms as T
 

@@ -1,5 +1,5 @@
 """The job on generated data: every malformed kind ``synth`` injects is quarantined with its
-reason, and the benchmark's pandas side (``bench/sessionize_pandas.py``, the reference ``jobs.reference``)
+reason, and the benchmark's pandas side (``bench/sessionize_pandas.py``, the reference ``contract.reference``)
 gives the same stats.
 """
 
@@ -9,7 +9,7 @@ import importlib.util
 
 import pytest
 
-from jobs import columns as C
+from contract import columns as C
 from jobs.sessionize import run
 from tests.conftest import REPO_ROOT
 from tests.jobs.helpers import synthesize

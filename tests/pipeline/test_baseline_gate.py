@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import columns as C
+from contract import columns as C
 from thrnn.baselines.session_aware import baseline_recommendations, next_session_lists
 from thrnn.io import Split, read_split, split_from_sessions
 from thrnn.pipeline import registry as R

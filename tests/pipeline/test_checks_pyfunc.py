@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from jobs import columns as C
+from contract import columns as C
 from thrnn.io import read_split, split_from_sessions, write_split
 from thrnn.pipeline.checks import ContractError, risk_bucket, validate_split
 from thrnn.pipeline.pyfunc import HISTORY_COLUMNS, IN_TEST, history_from_split, split_in_model_space

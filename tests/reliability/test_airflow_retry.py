@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from jobs import columns as C
+from contract import columns as C
 from tests.dags.conftest import DAGS, airflow_db  # noqa: F401 - fixture; sets the Airflow environment
 
 pytestmark = [pytest.mark.airflow, pytest.mark.spark, pytest.mark.slow, pytest.mark.timeout(600, method="thread")]

@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs import columns as C
-from jobs.constants import MAX_EPOCH_SECONDS, REASONS
+from contract import columns as C
+from contract.constants import MAX_EPOCH_SECONDS, REASONS
 from jobs.sessionize import run
 
 pytestmark = [pytest.mark.spark]

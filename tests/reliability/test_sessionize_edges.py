@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import columns as C
+from contract import columns as C
 from jobs.sessionize import SessionizeError, run
 from jobs.sessionize.__main__ import main
 from jobs.sessionize.io import InputError, OutputError

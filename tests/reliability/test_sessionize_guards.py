@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs import columns as C
+from contract import columns as C
 from jobs.sessionize import run
 from jobs.sessionize.__main__ import main
 from jobs.sessionize.io import InputError

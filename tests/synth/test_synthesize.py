@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import synth as syn
-from jobs.constants import MAX_EPOCH_SECONDS
+from contract.constants import MAX_EPOCH_SECONDS
 from synth import MALFORMED_KINDS, block_bounds, events_per_user, generate, iter_blocks
 from synth import blocks as B
 from synth.cli import main as synth_main

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import columns as C
+from contract import columns as C
 from thrnn.backtest import (
     BacktestError,
     backtest_metrics,

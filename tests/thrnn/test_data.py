@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from jobs import columns as C
+from contract import columns as C
 from thrnn.data import (
     HistoryState,
     SessionData,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from jobs import columns as C
+from contract import columns as C
 from tests.thrnn.test_data import T0, H, tiny_split
 from thrnn import time_model as tm
 from thrnn.checkpoint import load_run

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from jobs import columns as C
+from contract import columns as C
 from tests.thrnn.test_data import tiny_split
 from tests.thrnn.test_inference import _reference
 from thrnn.checkpoint import load_run

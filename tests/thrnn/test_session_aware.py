@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import columns as C
+from contract import columns as C
 from thrnn.baselines import session_aware as sa
 from thrnn.baselines import sknn
 from thrnn.baselines.protocol import default_validation_sessions, targets_from_split, validation_split

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from jobs import columns as C
+from contract import columns as C
 from tests.thrnn.test_data import T0, H, tiny_split
 from thrnn.checkpoint import load_checkpoint, load_run
 from thrnn.config import TrainConfig, config_for

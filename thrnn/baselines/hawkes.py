@@ -29,7 +29,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from tqdm.auto import tqdm
 
-from jobs import columns as C
+from contract import columns as C
 
 try:  # pinned in constraints.txt (via scikit-learn); optional here
     from threadpoolctl import ThreadpoolController

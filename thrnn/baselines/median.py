@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from jobs import columns as C
+from contract import columns as C
 
 
 def global_median_hours(train_gaps: pd.DataFrame) -> float:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from jobs import columns as C
+from contract import columns as C
 from thrnn.io import Split
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from jobs import columns as C
+from contract import columns as C
 from thrnn.baselines.protocol import session_table
 from thrnn.io import Split
 from thrnn.metrics import ranks_from_scores

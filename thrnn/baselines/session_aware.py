@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from jobs import columns as C
+from contract import columns as C
 from thrnn.baselines import ranking
 from thrnn.io import Split
 

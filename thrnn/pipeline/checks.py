@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from jobs import columns as C
+from contract import columns as C
 
 from .warehouse import CHURN_RISK, MODEL_RUNS, RECOMMENDATIONS, RECOMMENDATIONS_SOURCE, SOURCE, Warehouse
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from jobs.constants import DEFAULT_GAP_SECONDS, FORMATS
+from contract.constants import DEFAULT_GAP_SECONDS, FORMATS
 from thrnn.config import BOUNDS, PRESETS, TrainConfig, config_for, preset_for_format
 
 DATASET_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"

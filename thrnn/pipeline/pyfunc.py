@@ -21,7 +21,7 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
-from jobs import columns as C
+from contract import columns as C
 from thrnn.io import Split, read_split
 
 HISTORY_COLUMNS = [
@@ -177,7 +177,7 @@ def log_pyfunc(paths: Any, run_id: str, tracking_uri: str) -> str:
             artifacts={ARTIFACT_MODEL: str(paths.train), ARTIFACT_ITEMS: str(items), ARTIFACT_USERS: str(users)},
             signature=signature,
             input_example=(example, example_params),
-            code_paths=[str(repo / "thrnn"), str(repo / "jobs")],
+            code_paths=[str(repo / "thrnn"), str(repo / "contract")],
             pip_requirements=_pip_requirements(),
         )
     return info.model_uri

@@ -518,7 +518,7 @@ def head_to_head(settings: Any, params: Any, run_date: dt.date, gate_keys: tuple
     """
     import mlflow
 
-    from jobs import columns as C
+    from contract import columns as C
     from thrnn.checkpoint import load_run
     from thrnn.device import resolve_device
     from thrnn.evaluate import metrics_from_predictions

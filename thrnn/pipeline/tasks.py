@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jobs import columns as C
+from contract import columns as C
 
 from .params import RunParams
 from .settings import PipelineSettings, RunPaths, registered_model_name

@@ -1,5 +1,5 @@
 """The sessionize job's knobs and input layouts as plain dataclasses (docs/design.md §2, §3), shared by
-the Spark job (``jobs.sessionize``) and its pandas reference (``jobs.reference``); no Spark import.
+the Spark job (``jobs.sessionize``) and its pandas reference (``contract.reference``); no Spark import.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from jobs import columns as C
+from contract import columns as C
 
 
 class SessionizeError(RuntimeError):

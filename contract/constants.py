@@ -1,5 +1,5 @@
 """Constants of the input formats and the sessionization rules (docs/design.md §2, §3), shared by the
-Spark job (``jobs.sessionize``), its pandas reference (``jobs.reference``), the generator
+Spark job (``jobs.sessionize``), its pandas reference (``contract.reference``), the generator
 (``synth``), the benches and the tests.
 
 Plain values with no Spark or torch import, so that every one of them can read them from here instead

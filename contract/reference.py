@@ -12,7 +12,7 @@ imports neither Spark nor torch.
   ``collapsed_repeats`` on (docs/design.md §3.4).
 - :func:`sessionize_files`: local **text** inputs of every format (``lastfm``, ``reddit``, delimited
   ``events`` with or without a header), plain or gzipped: line numbering, input order, the run-date
-  cut-off, the bad-row gate, every quarantine reason of :data:`jobs.constants.REASONS` with the job's
+  cut-off, the bad-row gate, every quarantine reason of :data:`contract.constants.REASONS` with the job's
   ``quarantine/`` rows, and the whole ``stats.json`` but ``elapsed_seconds``.
 
 Spark-only: Parquet input of the ``events`` format, folders, globs and remote paths, and the atomic
@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs import columns as C
-from jobs import constants as K
-from jobs.rules import (
+from contract import columns as C
+from contract import constants as K
+from contract.rules import (
     LASTFM_LAYOUT,
     REDDIT_LAYOUT,
     EventsOptions,
@@ -424,7 +424,7 @@ def sessionize_files(
     **format_options: Any,
 ) -> Output:
     """What ``jobs.sessionize.run`` writes for the same arguments (local text inputs only; see the
-    module docstring), without writing it. Raises :class:`jobs.rules.SessionizeError` where the job does.
+    module docstring), without writing it. Raises :class:`contract.rules.SessionizeError` where the job does.
     """
     if format_options and fmt != K.EVENTS:
         raise ValueError(f"format options {sorted(format_options)} apply to the events format only")
