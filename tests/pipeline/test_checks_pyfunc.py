@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -100,3 +106,64 @@ def test_history_maps_into_the_model_vocabulary(split_dir):
     assert str(mapped.train[C.EVENT_TIME].dt.tz) == "UTC"
     with pytest.raises(ValueError, match="history lacks column"):
         split_in_model_space(history.drop(columns=C.ITEM_KEY), model_items, model_users)
+
+
+SCORE_IN_A_FRESH_PROCESS = """
+import sys
+sys.modules["jobs"] = sys.modules["pyspark"] = None  # any import of the Spark jobs fails
+import mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+model.predict(pd.read_parquet(sys.argv[3]), params={"run_date": sys.argv[4], "top_k": 3}).to_parquet(sys.argv[5])
+import contract, thrnn
+print(thrnn.__file__, contract.__file__, sep="\\n")
+"""
+
+
+@pytest.mark.slow
+def test_logged_model_carries_only_the_scoring_code_and_predicts_alone(split_dir, tmp_path):
+    """The logged pyfunc's code is the import closure of the pyfunc in thrnn/ and contract/ (no jobs/, no
+    pipeline tasks, no training); a fresh process where jobs/ cannot be imported loads it from that code
+    and predicts what the in-process wrapper predicts."""
+    import mlflow
+
+    from thrnn.config import config_for
+    from thrnn.pipeline import registry
+    from thrnn.pipeline.pyfunc import ThrnnPyfunc, log_pyfunc, serving_modules
+    from thrnn.pipeline.settings import RunPaths
+    from thrnn.train import train
+
+    paths = RunPaths(tmp_path / "night")
+    shutil.copytree(split_dir, paths.data)
+    train(paths.data, paths.train, config_for("paper-lastfm", "thrnn", item_embedding=8, epochs=1, batch_size=3,
+                                              device="cpu", history_sessions=3), progress=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry.setup_mlflow(uri)
+    exp = registry.ensure_experiment("thrnn-pyfunc", (tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=exp) as run:
+        pass
+    model_uri = log_pyfunc(paths, run.info.run_id, uri)
+
+    code = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path / "dl"))) / "code"
+    shipped = sorted(".".join(p.relative_to(code).with_suffix("").parts).removesuffix(".__init__")
+                     for p in code.rglob("*.py"))
+    assert shipped == serving_modules()
+    assert {p.name for p in code.iterdir()} == {"thrnn", "contract"}
+    assert "thrnn.pipeline.tasks" not in shipped and "thrnn.train" not in shipped
+    imported = {alias.name.split(".")[0] if isinstance(node, ast.Import) else (node.module or "").split(".")[0]
+                for p in code.rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+                if isinstance(node, ast.Import | ast.ImportFrom) for alias in node.names}
+    assert not imported & {"jobs", "pyspark", "synth", "airflow"}
+
+    history = history_from_split(read_split(paths.data)).drop(columns=IN_TEST)
+    history.to_parquet(tmp_path / "history.parquet")
+    done = subprocess.run(
+        [sys.executable, "-c", SCORE_IN_A_FRESH_PROCESS, uri, model_uri, str(tmp_path / "history.parquet"),
+         "2023-12-01", str(tmp_path / "recs.parquet")],
+        cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert all(Path(f).is_relative_to(tmp_path) for f in done.stdout.split())  # the model's copy, not the repo
+    wrapper = ThrnnPyfunc().load(paths.train, paths.root / "model_vocab" / "items.parquet",
+                                 paths.root / "model_vocab" / "users.parquet")
+    expected = wrapper.predict(None, history, {"run_date": "2023-12-01", "top_k": 3})
+    assert len(expected) == 3 * 3  # every user of the split, three items each
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "recs.parquet"), expected)

@@ -14,7 +14,10 @@ is UTC; naive values are read as UTC (MLflow's schema enforcement refuses tz-awa
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,9 @@ ARTIFACT_MODEL = "model_dir"
 ARTIFACT_ITEMS = "items"
 ARTIFACT_USERS = "users"
 DEFAULT_PARAMS: dict[str, Any] = {"run_date": "", "top_k": 20, "output": "recommendations"}
+REPO = Path(__file__).resolve().parents[2]
+# Packages the logged model may carry code of: the model and the data contract, never the Spark jobs.
+SERVING_PACKAGES = ("thrnn", "contract")
 
 
 def history_from_split(split: Split) -> pd.DataFrame:
@@ -168,19 +174,60 @@ def log_pyfunc(paths: Any, run_id: str, tracking_uri: str) -> str:
     example_params = {**DEFAULT_PARAMS, "run_date": day}
     output = local.predict(None, example, example_params)
     signature = infer_signature(example, output, params=DEFAULT_PARAMS)
-    repo = Path(__file__).resolve().parents[2]
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with tempfile.TemporaryDirectory() as code, mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=ThrnnPyfunc(device="cpu"),
             artifacts={ARTIFACT_MODEL: str(paths.train), ARTIFACT_ITEMS: str(items), ARTIFACT_USERS: str(users)},
             signature=signature,
             input_example=(example, example_params),
-            code_paths=[str(repo / "thrnn"), str(repo / "contract")],
+            code_paths=stage_serving_code(Path(code)),
             pip_requirements=_pip_requirements(),
         )
     return info.model_uri
+
+
+def serving_modules(root: Path = REPO, start: str = __name__) -> list[str]:
+    """Modules of :data:`SERVING_PACKAGES` that ``start`` imports, directly or not, at module level or
+    inside functions (read from the source, nothing is imported): the code the pyfunc needs to load and
+    score. The pipeline's tasks, training, evaluation and the baselines are not among them."""
+
+    def source(name: str) -> Path | None:
+        base = root.joinpath(*name.split("."))
+        return next((p for p in (base / "__init__.py", base.with_suffix(".py")) if p.is_file()), None)
+
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        path = source(name)
+        if name in seen or path is None or name.split(".")[0] not in SERVING_PACKAGES:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run first
+        package = parts if path.name == "__init__.py" else parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[: len(package) - node.level + 1] + [node.module or ""]) if node.level \
+                    else node.module or ""
+                base = base.strip(".")
+                todo += [base, *(f"{base}.{alias.name}" for alias in node.names)]  # a name may be a module
+    return sorted(seen)
+
+
+def stage_serving_code(dest: Path, root: Path = REPO) -> list[str]:
+    """Copy the :func:`serving_modules` into ``dest`` (one folder per package) for ``code_paths``."""
+    for name in serving_modules(root):
+        src = root.joinpath(*name.split("."))
+        src = src / "__init__.py" if src.is_dir() else src.with_suffix(".py")
+        target = dest / src.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+    return [str(dest / pkg) for pkg in SERVING_PACKAGES]
 
 
 def _pip_requirements() -> list[str]:
