@@ -43,7 +43,7 @@ from thrnn.checkpoint import (
     save_model,
 )
 from thrnn.config import TrainConfig, add_config_arguments, config_from_args
-from thrnn.data import HistoryState, SessionData, load_sessions, user_parallel_batches
+from thrnn.data import SessionData, load_sessions, user_parallel_batches
 from thrnn.device import describe, resolve_device
 from thrnn.inference import item_mask, personal_history, replay, time_covariates, time_predictions
 from thrnn.io import Split, read_split
@@ -52,6 +52,7 @@ from thrnn.models import HierarchicalGRU, build_model
 from thrnn.models.hier_gru import TiedOutput
 from thrnn.personal import PersonalHistory
 from thrnn.time_features import gap_scale, target_covariates
+from thrnn.train_batches import TrainBatch, plan_batches
 
 log = logging.getLogger(__name__)
 
@@ -136,34 +137,48 @@ class _Trainer:
         self.row_start = ph.row_start.to(self.device)
         self.flat = ph.flat.to(self.device)
 
-    def step(self, rows: torch.Tensor, rows_cpu: torch.Tensor, state: HistoryState,
-             scale: tuple[float, float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def layout(self, batches: list[np.ndarray], mask: torch.Tensor) -> list[TrainBatch]:
+        """Every batch's tensors, laid out once for all epochs (:mod:`thrnn.train_batches`)."""
+        cfg, model = self.cfg, self.model
+        event_tables = first_tables = None
+        if model.mixture:
+            event_tables = {"p": self.next_p, "a": self.next_a}
+            first_tables = {"p": self.first_p, "a": self.first_a}
+        row_tables: dict[str, torch.Tensor] = {}
+        if model.temporal:
+            if model.lognormal:
+                row_tables = {"cov": self.cov, "hours": self.hours, "censored": self.censored}
+            else:
+                row_tables = {"u": self.u}
+        plans = plan_batches(self.data, batches, mask, cfg.history_sessions, self.first_ok, self.time_ok,
+                             self.buckets, row_tables=row_tables, event_tables=event_tables,
+                             first_tables=first_tables)
+        return [b.to(self.device) for b in plans]
+
+    def step(self, batch: TrainBatch, store: torch.Tensor,
+             scale: tuple[float, float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward + backward of one batch; returns (loss parts [joint, rec, time, first], ok flag).
 
-        ``scale`` (data-parallel runs): this rank's share of the step's (targets, first items, gaps) over
-        all ranks; each loss part is multiplied by it, so the gradients summed over ranks are those of
-        the mean over the whole step, and the returned parts are the whole step's."""
-        model, cfg = self.model, self.cfg
-        u = self.users[rows]
-        u_cpu = self.data.users[rows_cpu]
-        n_in = self.data.lengths[rows_cpu] - 1  # inputs x_0..x_{n-2}, targets x_1..x_{n-1}
-        x = self.items[rows, : int(n_in.max()) + 1]
+        ``store`` (S + 1, H) holds the session representations trained so far this epoch (row S: the
+        empty FIFO slot, zeros); this batch's are written to it. ``scale`` (data-parallel runs): this
+        rank's share of the step's (targets, first items, gaps) over all ranks; each loss part is
+        multiplied by it, so the gradients summed over ranks are those of the mean over the whole step,
+        and the returned parts are the whole step's."""
+        model, cfg, ex = self.model, self.cfg, batch.extra
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            h = model.inter_state(u, *state.get(u), counts_cpu=state.counts_cpu[u_cpu])
-            first_rows = self.first_ok[rows] if model.temporal else None
+            h = model.inter_packed(store[batch.inter_reps], batch.inter_buckets, batch.inter_users,
+                                   batch.inter_sizes, batch.inter_prev, batch.inter_last)
+            states, final = model.intra_packed(batch.intra_items, h[batch.intra_order], batch.intra_sizes,
+                                               batch.intra_prev, batch.intra_last)
+            t_items = batch.target_items
             cand = None
             if model.mixture:
-                # the intra GRU hands back each target's flat event index in its own (maybe packed) order
-                index = self.row_start[rows][:, None] + torch.arange(1, x.shape[1], device=self.device)
-                states, t_index, rep = model.intra_targets(x[:, :-1], index, n_in, h)
-                t_items = self.flat[t_index]
-                loss_rec = -model.next_log_prob(states, t_items, self.next_p[t_index], self.next_a[t_index]).mean()
+                loss_rec = -model.next_log_prob(states, t_items, ex["next_p"], ex["next_a"]).mean()
             else:
-                states, t_items, rep = model.intra_targets(x[:, :-1], x[:, 1:], n_in, h)
                 if cfg.sampled_softmax > 0:
                     extra = torch.randint(1, model.n_items + 1, (cfg.sampled_softmax,), generator=self.sampler,
                                           device=self.device)
-                    parts = [t_items, extra] + ([x[first_rows, 0]] if model.temporal else [])
+                    parts = [t_items, extra] + ([batch.first_items] if model.temporal else [])
                     cand = torch.unique(torch.cat(parts))
                 logits = model.item_logits(states, cand)
                 target_idx = t_items - 1 if cand is None else torch.searchsorted(cand, t_items)
@@ -174,22 +189,21 @@ class _Trainer:
             loss_time = loss_first = zero
             loss = loss_rec
             if model.temporal:
-                if bool(first_rows.any()):
-                    f_items = x[first_rows, 0]
+                if batch.n_first:
+                    f_items, h_first = batch.first_items, h[batch.first_pos]
                     if model.mixture:
-                        f_rows = rows[first_rows]
-                        loss_first = -model.first_log_prob(h[first_rows], f_items, self.first_p[f_rows],
-                                                           self.first_a[f_rows]).mean()
+                        loss_first = -model.first_log_prob(h_first, f_items, ex["first_p"], ex["first_a"]).mean()
                     else:
-                        f_logits = model.first_logits(h[first_rows], cand)
+                        f_logits = model.first_logits(h_first, cand)
                         f_idx = f_items - 1 if cand is None else torch.searchsorted(cand, f_items)
                         loss_first = F.cross_entropy(f_logits.float(), f_idx)
-                tmask = self.time_ok[rows]
+                # over the batch's gaps only (possibly none: the time head then gets zero gradients)
+                h_time = h[batch.time_pos]
                 if model.lognormal:
-                    nll = model.time_loss(h, self.cov[rows], self.hours[rows], self.censored[rows])
+                    nll = model.time_loss(h_time, ex["time_cov"], ex["time_hours"], ex["time_censored"])
                 else:
-                    nll = tm.nll(model.time_a(h), model.time_head.w, self.u[rows])
-                loss_time = torch.where(tmask, nll, zero).sum() / tmask.sum().clamp(min=1)
+                    nll = tm.nll(model.time_a(h_time), model.time_head.w, ex["time_u"])
+                loss_time = nll.sum() / max(batch.n_time, 1)
                 if scale is not None:
                     loss_time, loss_first = loss_time * scale[2], loss_first * scale[1]
                 loss = cfg.loss_time * loss_time + cfg.loss_rec * loss_rec + cfg.loss_first * loss_first
@@ -198,21 +212,27 @@ class _Trainer:
         parts = torch.stack([loss, loss_rec, loss_time, loss_first]).detach()
         if self.ctx is not None:
             parts = distributed.sum_gradients(self.params, parts)
-        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
         # data-parallel: the loss and the norm are the whole step's, so every rank takes the same decision
-        ok = torch.isfinite(parts[0]) & torch.isfinite(norm)
-        state.push(u, torch.nan_to_num(rep.detach().float()), self.buckets[rows], u_cpu)
+        ok = torch.isfinite(parts[0]) & torch.isfinite(self._grad_norm())
+        store[batch.intra_rows] = torch.nan_to_num(final.detach().float())
         return parts, ok
+
+    def _grad_norm(self) -> torch.Tensor:
+        """Total gradient norm, clipping at ``cfg.grad_clip`` when set. Without clipping only the norm
+        is computed (clip_grad_norm_ would still multiply every gradient by 1)."""
+        if self.cfg.grad_clip > 0:
+            return torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        return torch.nn.utils.get_total_norm(grads, foreach=True)
 
     def idle_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A data-parallel step of a rank without a batch left this epoch: no gradient of its own, but it
         takes part in the gradient sum and the optimizer step like every rank."""
         self.optimizer.zero_grad(set_to_none=True)
         parts = distributed.sum_gradients(self.params, torch.zeros(4, device=self.device))
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
-        return parts, torch.isfinite(parts[0]) & torch.isfinite(norm)
+        return parts, torch.isfinite(parts[0]) & torch.isfinite(self._grad_norm())
 
     def _step_scale(self, i: int) -> tuple[float, float, float]:
         assert self.plan is not None and self.ctx is not None
@@ -222,8 +242,8 @@ class _Trainer:
         gaps = max(int(mine[2]), 1) / max(int(every[2]), 1)  # matches the clamp(min=1) of the time loss
         return float(rec), float(first), float(gaps)
 
-    def epoch(self, batches: list[torch.Tensor], epoch: int, progress: bool, bad_before: int = 0) -> dict[str, Any]:
-        """One pass over ``batches`` (CPU row tensors) from empty FIFOs. ``bad_before``: steps skipped
+    def epoch(self, batches: list[TrainBatch], epoch: int, progress: bool, bad_before: int = 0) -> dict[str, Any]:
+        """One pass over ``batches`` (:meth:`layout`) from empty FIFOs. ``bad_before``: steps skipped
         earlier in the run; ``cfg.max_bad_steps`` bounds the run's total, not each epoch's."""
         cfg, model, ctx = self.cfg, self.model, self.ctx
         seed = _epoch_seed(cfg.seed, epoch, 0 if ctx is None else ctx.rank)
@@ -233,9 +253,10 @@ class _Trainer:
             group["lr"] = base * factor
         self.sampler.manual_seed(seed)
         model.train()
-        state = HistoryState(self.data.n_users, cfg.history_sessions, model.hidden, self.device)
+        # the session representations of this epoch, by row; row S is the empty FIFO slot (zeros)
+        store = torch.zeros(self.data.n_sessions + 1, model.hidden, device=self.device)
         if ctx is None:
-            counts = [int((self.data.lengths[b] - 1).sum()) for b in batches]
+            counts = [b.n_targets for b in batches]
         else:  # the whole step's targets; ranks past their last batch take idle steps
             assert self.plan is not None
             counts = [int(c) for c in self.plan[:, :, 0].sum(0)]
@@ -248,11 +269,9 @@ class _Trainer:
                    disable=not progress or (ctx is not None and not ctx.is_main), leave=False)
         for i in range(len(counts)):
             if ctx is None:
-                rows = batches[i]
-                parts, ok = self.step(rows.to(self.device, non_blocking=True), rows, state)
+                parts, ok = self.step(batches[i], store, None)
             elif i < len(batches):
-                rows = batches[i]
-                parts, ok = self.step(rows.to(self.device, non_blocking=True), rows, state, self._step_scale(i))
+                parts, ok = self.step(batches[i], store, self._step_scale(i))
             else:
                 parts, ok = self.idle_step()
             k = counts[i]
@@ -350,12 +369,12 @@ def train_sessions(
 
 
 def _shard(data: SessionData, train_mask: torch.Tensor, cfg: TrainConfig, trainer: _Trainer,
-           ctx: distributed.Context) -> list[torch.Tensor]:
+           ctx: distributed.Context) -> list[np.ndarray]:
     """This rank's batches (of its own users only) and, on the trainer, every rank's per-batch counts."""
     owner = distributed.shard_users(distributed.user_targets(data, train_mask), ctx.world)
     mine = train_mask & torch.from_numpy(owner == ctx.rank)[data.users]
     local = distributed.local_batch_size(cfg.batch_size, ctx)
-    batches = [torch.from_numpy(b) for b in user_parallel_batches(data, mine, local)]
+    batches = user_parallel_batches(data, mine, local)
     first_ok, time_ok = ~data.is_continuation, data.time_mask
     counts = np.array([[int((data.lengths[b] - 1).sum()), int(first_ok[b].sum()), int(time_ok[b].sum())]
                        for b in batches], dtype=np.int64).reshape(-1, 3)
@@ -377,9 +396,10 @@ def _train(data: SessionData, run_dir: Path, cfg: TrainConfig, device: torch.dev
     val = data.validation_mask(cfg.val_sessions)
     train_mask = ~data.is_test & ~val
     if ctx is None:
-        batches = [torch.from_numpy(b) for b in user_parallel_batches(data, train_mask, cfg.batch_size)]
+        rows = user_parallel_batches(data, train_mask, cfg.batch_size)
     else:
-        batches = _shard(data, train_mask, cfg, trainer, ctx)
+        rows = _shard(data, train_mask, cfg, trainer, ctx)
+    batches = trainer.layout(rows, train_mask)
     history: dict[str, Any] = {
         "model": cfg.model,
         "device": describe(device),

@@ -48,7 +48,8 @@ def test_thrnn_scores_match_the_reference_and_closed_forms(tmp_path):
             top = torch.topk(scores, 4)
             assert grp["rank"].tolist() == [1, 2, 3, 4]
             assert grp[C.ITEM_ID].tolist() == (top.indices + 1).tolist()
-            np.testing.assert_allclose(grp["score"], top.values.numpy(), rtol=1e-5)
+            # float32: the batched replay and the per-user reference round differently (~1e-7 absolute)
+            np.testing.assert_allclose(grp["score"], top.values.numpy(), rtol=1e-5, atol=1e-6)
     # churn: last session end, elapsed to the UTC midnight after the run date, clipped at 0
     assert churn[C.USER_ID].tolist() == list(range(split.n_users))
     assert (churn["last_session_end"] == last_event.to_numpy()).all()
