@@ -12,6 +12,7 @@ set to the mean trained embedding when training ends (:func:`thrnn.train.finaliz
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,14 +24,21 @@ from thrnn.config import TrainConfig
 from thrnn.data import HistoryState, SessionData, load_sessions, user_parallel_batches
 from thrnn.device import resolve_device
 from thrnn.io import Split
-from thrnn.metrics import ranks_from_scores
+from thrnn.metrics import top_k
 from thrnn.models import HierarchicalGRU
-from thrnn.personal import COMPONENTS, PersonalHistory
+from thrnn.personal import PersonalHistory
 from thrnn.time_features import covariates_after, target_covariates
 
 EVAL_BATCH_USERS = 512
-# Bound on the (targets x items) score block ranked at once, in elements (16 MB on CPU, 256 MB on GPU).
-_SCORE_BLOCK = {"cpu": 1 << 22, "cuda": 1 << 26}
+# Bound on the (rows x items) score block scored at once, in elements (32 MB of float32 on CPU, 256 MB
+# on GPU); the rows of one block share one matrix product with the output layer (docs/eval_speed.md).
+_SCORE_BLOCK = {"cpu": 1 << 23, "cuda": 1 << 26}
+_MAX_ROWS = 2048
+# The BLAS rounds a row of a matrix product the same way when it sits at the same place modulo a small
+# tile height in products of at least 4 rows (fewer go through gemv, which sums in another order).
+# Chunks are therefore padded to a multiple of _ROW_TILE rows and hold a multiple of it, so a target's
+# scores are those of one product over all targets (measured on MKL; docs/eval_speed.md).
+_ROW_TILE = 8
 
 
 @dataclass
@@ -91,11 +99,6 @@ def item_mask(cfg: TrainConfig, data: SessionData, exclude_items: object = None,
     return mask
 
 
-def _ranks(scores: torch.Tensor, targets: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
-    scores.masked_fill_(blocked, float("-inf"))
-    return ranks_from_scores(scores, targets)
-
-
 def personal_history(model: HierarchicalGRU, data: SessionData, cfg: TrainConfig,
                      count_rows: torch.Tensor | None = None) -> PersonalHistory | None:
     """The mixture's personal history of ``data`` (None for a model without the mixture); global
@@ -106,21 +109,128 @@ def personal_history(model: HierarchicalGRU, data: SessionData, cfg: TrainConfig
     return PersonalHistory(data, rows, window=cfg.personal_window, decay=cfg.decay)
 
 
-def item_scores(model: HierarchicalGRU, states: torch.Tensor, personal: PersonalHistory | None,
-                t: torch.Tensor, users: torch.Tensor, *, first: bool) -> torch.Tensor:
-    """(T, N+1) ranking scores whose target is flat event ``t`` of ``users``: the next item from intra
-    states, or (``first``) the first item of the session starting at ``t`` from inter states."""
-    score = model.first_scores if first else model.next_scores
-    if personal is None:
-        return score(states)
-    comps, mass = personal.dense(t, users, first=first, n_columns=model.n_items + 1, device=states.device)
-    return score(states, comps, mass)
+def rows_per_chunk(n_items: int, device: torch.device | str = "cpu") -> int:
+    """Rows of (rows x items) scores handled at once on ``device``."""
+    budget = _SCORE_BLOCK.get(torch.device(device).type, _SCORE_BLOCK["cpu"])
+    return max(_ROW_TILE, min(_MAX_ROWS, budget // max(1, n_items)) // _ROW_TILE * _ROW_TILE)
 
 
-def score_chunk(model: HierarchicalGRU) -> int:
-    """Rows of (rows x items) scores handled at once (the mixture holds its dense components too)."""
-    per_row = (model.n_items + 1) * (1 + (len(COMPONENTS) + 1 if model.mixture else 0))
-    return max(1, _SCORE_BLOCK["cpu"] // per_row)
+class ChunkScorer:
+    """Ranking scores of item ids 1..N for chunks of model states, in reused (rows x N) buffers.
+
+    The scores are the model's (:meth:`HierarchicalGRU.next_scores` / ``first_scores``) bit for bit,
+    without their (rows, N+1) and (rows, K, N+1) tensors: one matrix product with the output layer
+    per chunk; with the mixture, the softmax times the neural weight, plus the personal-history
+    components added at their few non-zero entries only (:meth:`PersonalHistory.sparse`), summed in
+    the order of the dense ``einsum`` so that every float rounds the same. Blocked items score -inf.
+    See docs/eval_speed.md.
+    """
+
+    def __init__(self, model: HierarchicalGRU, personal: PersonalHistory | None, blocked: torch.Tensor,
+                 device: torch.device | str = "cpu", max_rows: int | None = None) -> None:
+        self.model = model
+        self.personal = personal if model.mixture else None
+        if model.mixture and personal is None:
+            raise ValueError("a model with the mixture needs the personal history")
+        self.device = torch.device(device)
+        self.n = model.n_items
+        rows = max_rows or rows_per_chunk(self.n, self.device)
+        self.max_rows = -(-rows // _ROW_TILE) * _ROW_TILE  # a multiple of the tile height
+        self.blocked_cols = torch.nonzero(blocked[1:self.n + 1].to(self.device)).squeeze(1)
+        dt = model.item_emb.weight.dtype
+        self._logits = torch.empty(self.max_rows, self.n, dtype=dt, device=self.device)
+        self._mask = torch.empty(self.max_rows, self.n, dtype=torch.bool, device=self.device)
+        self._scores = torch.empty(self.max_rows, self.n, device=self.device) if self.personal else None
+        # the components' weighted sum at their entries; zero elsewhere, and reset to zero after each chunk
+        self._extra = torch.zeros(self.max_rows, self.n, device=self.device) if self.personal else None
+
+    def scores(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, *, first: bool) -> torch.Tensor:
+        """(T, N) scores of items 1..N (column j is item j + 1) whose target is flat event ``t`` of ``users``:
+        the next item from intra states, or (``first``) the first item of the session at ``t`` from inter
+        states. A view of a reused buffer: valid until the next call."""
+        model = self.model
+        n_rows = states.shape[0]
+        if n_rows > self.max_rows:
+            raise ValueError(f"{n_rows} rows, at most {self.max_rows} per chunk")
+        if first and not model.temporal:
+            raise RuntimeError("this model has no first-item head (only THRNN has one)")
+        x = states if first else model.drop(states)
+        pad = -n_rows % _ROW_TILE if n_rows else _ROW_TILE
+        if pad:
+            x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
+        layer = model.first_out if first else model.out
+        logits = torch.addmm(layer.bias, x, layer.weight.t(), out=self._logits[:x.shape[0]])[:n_rows]
+        if self.personal is None:
+            return logits.index_fill_(1, self.blocked_cols, float("-inf"))
+        comps, mass = self.personal.sparse(t, users, first, self.n + 1, device=self.device)
+        gate = model.first_gate if first else model.next_gate
+        pi = gate(x, torch.cat([mass, mass.new_zeros(pad, mass.shape[1])]))[:n_rows].float().exp()
+        assert self._scores is not None and self._extra is not None
+        scores = torch.softmax(logits, dim=1, out=self._scores[:n_rows]).mul_(pi[:, :1])
+        extra = self._extra[:n_rows].view(-1)
+        touched = []
+        for k, (rows, items, values) in enumerate(comps, start=1):
+            at = rows * self.n + (items - 1)
+            extra[at] = extra[at] + pi[rows, k] * values  # component k after 1..k-1, as the einsum sums
+            touched.append(at)
+        at = torch.cat(touched)
+        flat = scores.view(-1)
+        flat[at] = flat[at] + extra[at]  # an entry of several components is written with one value
+        extra[at] = 0.0
+        return scores.index_fill_(1, self.blocked_cols, float("-inf"))
+
+    def ranks(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, targets: torch.Tensor, *,
+              first: bool) -> torch.Tensor:
+        """(T,) 1-based rank of each target item among items 1..N, ties against the model
+        (:func:`thrnn.metrics.ranks_from_scores`): the number of items scoring at least the target."""
+        targets = targets.to(self.device).long()
+        if targets.numel() and int(targets.min()) < 1:
+            raise ValueError("targets must be item ids >= 1 (0 is padding)")
+        scores = self.scores(states, t, users, first=first)
+        own = scores.gather(1, (targets - 1)[:, None])
+        at_least = torch.ge(scores, own, out=self._mask[:scores.shape[0]])
+        # summed as bytes into int32: several times faster than a bool sum into int64 on CPU
+        return at_least.view(torch.uint8).sum(1, dtype=torch.int32).long()
+
+    def top(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, k: int, *,
+            first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, item ids), both (T, min(k, N)): the best items by score, equal scores by item id."""
+        values, columns = top_k(self.scores(states, t, users, first=first), k)
+        return values, columns + 1
+
+class _RankQueue:
+    """Targets waiting to be ranked, in arrival order: replay batches add them, full chunks of
+    :attr:`ChunkScorer.max_rows` rows are ranked at once (one large matrix product each)."""
+
+    def __init__(self, scorer: Callable[[], ChunkScorer], *, first: bool) -> None:
+        self._scorer, self._first = scorer, first
+        self._parts: list[tuple[torch.Tensor, ...]] = []
+        self._pending = 0
+        self._ranks: list[torch.Tensor] = []
+
+    def add(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, targets: torch.Tensor) -> None:
+        if not len(targets):
+            return
+        self._parts.append((states, t, users, targets))
+        self._pending += len(targets)
+        if self._pending >= self._scorer().max_rows:
+            self._rank(final=False)
+
+    def _rank(self, *, final: bool) -> None:
+        scorer = self._scorer()
+        states, t, users, targets = (torch.cat(p) for p in zip(*self._parts, strict=True))
+        size = scorer.max_rows
+        done = len(targets) if final else len(targets) - len(targets) % size
+        for s in range(0, done, size):
+            sl = slice(s, min(s + size, done))
+            self._ranks.append(scorer.ranks(states[sl], t[sl], users[sl], targets[sl], first=self._first).cpu())
+        self._parts = [(states[done:], t[done:], users[done:], targets[done:])] if done < len(targets) else []
+        self._pending = len(targets) - done
+
+    def finish(self) -> list[torch.Tensor]:
+        if self._pending:
+            self._rank(final=True)
+        return self._ranks
 
 
 @torch.inference_mode()
@@ -157,13 +267,20 @@ def replay(
     blocked = (blocked_items if blocked_items is not None else item_mask(cfg, data, n_items=model.n_items)).to(device)
     state = HistoryState(data.n_users, cfg.history_sessions, model.hidden, device)
     last_out = torch.zeros(data.n_users, model.hidden, device=device) if collect_last else None
-    next_ranks, next_rows, next_pos, first_ranks, first_rows, gap_rows, gap_params = [], [], [], [], [], [], []
+    next_rows, next_pos, first_rows, gap_rows, gap_params = [], [], [], [], []
     covariates = None
     if model.lognormal:
         covariates = target_covariates(time_covariates(model, data, cfg), data).to(device)
     if personal is None:
         personal = personal_history(model, data, cfg)
-    chunk = score_chunk(model) * (_SCORE_BLOCK.get(device.type, 1 << 22) // _SCORE_BLOCK["cpu"])
+    scorer: list[ChunkScorer] = []  # made at the first target (a replay without targets needs no buffers)
+
+    def get_scorer() -> ChunkScorer:
+        if not scorer:
+            scorer.append(ChunkScorer(model, personal, blocked, device))
+        return scorer[0]
+
+    next_queue, first_queue = _RankQueue(get_scorer, first=False), _RankQueue(get_scorer, first=True)
     row_start = personal.row_start.to(device) if personal is not None else None
     batches = user_parallel_batches(data, include, batch_users)
     for rows_np in tqdm(batches, disable=not progress, desc="replay", leave=False):
@@ -192,20 +309,14 @@ def replay(
         srows = rows[:, None].expand_as(tgt)[valid]
         flat_t = row_start[srows] + pos if row_start is not None else srows
         s_users = users_all[srows]
-        for s in range(0, states.shape[0], chunk):
-            sl = slice(s, s + chunk)
-            scores = item_scores(model, states[sl], personal, flat_t[sl], s_users[sl], first=False)
-            next_ranks.append(_ranks(scores, t_items[sl], blocked).cpu())
+        next_queue.add(states, flat_t, s_users, t_items)
         next_rows.append(srows.cpu())
         next_pos.append(pos.cpu())
         if model.temporal:
             fsel = first_ok[rows]
             if bool(fsel.any()):
                 f_t = row_start[rows[fsel]] if row_start is not None else rows[fsel]
-                for s in range(0, int(fsel.sum()), chunk):
-                    sl = slice(s, s + chunk)
-                    scores = item_scores(model, h[fsel][sl], personal, f_t[sl], u[fsel][sl], first=True)
-                    first_ranks.append(_ranks(scores, x[fsel, 0][sl], blocked).cpu())
+                first_queue.add(h[fsel], f_t, u[fsel], x[fsel, 0])
                 first_rows.append(rows[fsel].cpu())
             gsel = gap_ok[rows]
             if bool(gsel.any()):
@@ -214,6 +325,7 @@ def replay(
                 gap_rows.append(rows[gsel].cpu())
         elif bool(gap_ok[rows].any()):
             gap_rows.append(rows[gap_ok[rows]].cpu())
+    next_ranks, first_ranks = next_queue.finish(), first_queue.finish()
     model.train(was_training)
 
     def cat(parts: list[torch.Tensor], dtype: type = np.int64) -> np.ndarray:

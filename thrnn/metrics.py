@@ -39,6 +39,38 @@ def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return (1 + higher + equal_others).long()
 
 
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, column indices), both (B, min(k, C)), of the ``k`` largest of each row of ``scores`` (B, C),
+    best first; equal scores in column order (the lower item id first), so the published lists do
+    not depend on how ``torch.topk`` orders ties.
+
+    Rows whose k-th and (k+1)-th values differ are settled by ``torch.topk`` (k+1) and a sort of those
+    k; only rows with a tie across the cut-off are sorted whole.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n_rows, n_cols = scores.shape
+    k = min(k, n_cols)
+    if n_rows == 0 or k == 0:
+        return scores.new_zeros(n_rows, k), torch.zeros(n_rows, k, dtype=torch.long, device=scores.device)
+    if k == n_cols:
+        values, columns = torch.sort(scores, dim=1, descending=True, stable=True)
+        return values, columns
+    values, columns = torch.topk(scores, k + 1, dim=1)
+    tied = values[:, k] == values[:, k - 1]
+    values, columns = values[:, :k], columns[:, :k]
+    # within the k: column order first, then a stable sort by value keeps it among equal values
+    by_col = torch.sort(columns, dim=1).indices
+    values, columns = values.gather(1, by_col), columns.gather(1, by_col)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    values, columns = values.gather(1, order), columns.gather(1, order)
+    if bool(tied.any()):
+        rows = torch.nonzero(tied).squeeze(1)
+        v, c = torch.sort(scores[rows], dim=1, descending=True, stable=True)
+        values[rows], columns[rows] = v[:, :k], c[:, :k]
+    return values, columns
+
+
 @dataclass
 class RankingAccumulator:
     """Micro-averaged Recall@k and MRR@k over all targets added so far."""

@@ -277,6 +277,76 @@ class PersonalHistory:
         out[:, :, 0] = 0.0
         return out, mass
 
+    def sparse(self, t: torch.Tensor, u: torch.Tensor, first: bool, n_columns: int,
+               device: torch.device | str = "cpu") -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                                                           torch.Tensor]:
+        """The entries of :meth:`dense` that can be non-zero, without the (T, K, n_columns) tensor:
+        ``([(rows, items, values) per component in COMPONENTS order], mass (T, K))``.
+
+        ``values`` (float32) equal the dense entries bit for bit (the same float64 divisions, the same
+        float32 scatter-add of window weights in window order); within one component each (row,
+        item) appears once; items are in 1..n_columns-1. A component's total entries are bounded by
+        its rows' transition counts, the co-occurrence neighbourhood of the query and the window,
+        not by the catalogue: the ranking of docs/eval_speed.md adds them to the dense neural scores.
+        """
+        t_cpu = t.long().cpu()
+        u_cpu = u.long().cpu()
+        n_t = len(t_cpu)
+        dev = torch.device(device)
+        ustart = self.user_start[u_cpu]
+        has_cur = t_cpu > ustart
+        cur = torch.where(has_cur, self.flat[(t_cpu - 1).clamp(min=0)], torch.zeros_like(t_cpu)).numpy()
+        counts, total = (self.between, self.between_total) if first else (self.within, self.within_total)
+        tot = np.where(has_cur.numpy(), total[cur], 0).astype(np.float64)
+        mass = torch.zeros(n_t, len(COMPONENTS), dtype=torch.float32)
+        mass[:, 0] = torch.from_numpy(tot).float()
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        sub = counts[cur]
+        r = np.repeat(np.arange(n_t), np.diff(sub.indptr))
+        parts.append((r, sub.indices, sub.data / np.maximum(tot, 1)[r]))
+        q_rows, q_ev, q_w = self._query(t_cpu, ustart)
+        q_items = self.flat.numpy()[q_ev]
+        q = sp.csr_matrix((q_w, (q_rows, q_items)), shape=(n_t, self.n_items + 1))
+        for k, kind in ((1, "cooc"), (2, "cooc_any")):
+            table = self._cooc[kind]
+            known = np.bincount(q_rows, q_w * (table.total[q_items] > 0), minlength=n_t)
+            co = q @ table.normalised
+            r = np.repeat(np.arange(n_t), np.diff(co.indptr))
+            parts.append((r, co.indices, co.data / np.maximum(known, 1e-300)[r]))
+            q_mass = np.bincount(q_rows, q_w * table.total[q_items], minlength=n_t)
+            mass[:, k] = torch.from_numpy(np.where(known > 0, q_mass, 0.0)).float()
+        out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for r, items_k, v in parts:
+            keep = (items_k > 0) & (items_k < n_columns)
+            out.append((torch.from_numpy(r[keep]).to(dev), torch.from_numpy(items_k[keep].astype(np.int64)).to(dev),
+                        torch.from_numpy(v[keep]).float().to(dev)))
+        items, weights = self._weights(t_cpu.to(dev), ustart.to(dev))
+        # Each window item's value is the float32 sum of its window entries in window order, as the dense
+        # scatter_add_ makes it: entries are summed into the column of the item's first entry in the window.
+        first_pos = _first_occurrence(items)
+        lead = (first_pos == torch.arange(items.shape[1], device=dev)) & (items > 0) & (items < n_columns)
+        for k, w in enumerate(weights, start=3):
+            m = w.sum(1)
+            v = torch.zeros(items.shape, dtype=torch.float32, device=dev)
+            v.scatter_add_(1, first_pos, (w / m.clamp(min=1e-300)[:, None]).float())
+            sel = lead & (v != 0)
+            rows_k = sel.nonzero()
+            out.append((rows_k[:, 0], items[sel], v[sel]))
+            mass[:, k] = m.float().cpu()
+        return out, mass.to(dev)
+
+
+def _first_occurrence(items: torch.Tensor) -> torch.Tensor:
+    """(T, W) position of the first entry of each row holding the same item as entry (t, w)."""
+    w = items.shape[1]
+    order_items, perm = torch.sort(items, dim=1, stable=True)  # equal items keep window order
+    starts = torch.ones_like(order_items, dtype=torch.bool)
+    starts[:, 1:] = order_items[:, 1:] != order_items[:, :-1]
+    pos = torch.arange(w, device=items.device).expand_as(items)
+    group_start = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), dim=1).values
+    first_sorted = perm.gather(1, group_start)
+    return torch.empty_like(perm).scatter_(1, perm, first_sorted)
+
 
 def _pair_weights(items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Pair weights (S, L, L) of sessions ``items`` (S, L): ``1 / (r - q)`` for positions q < r."""

@@ -41,11 +41,10 @@ from thrnn.data import SessionData, load_sessions
 from thrnn.device import resolve_device
 from thrnn.inference import (
     EVAL_BATCH_USERS,
+    ChunkScorer,
     item_mask,
-    item_scores,
     personal_history,
     replay,
-    score_chunk,
     time_covariates,
 )
 from thrnn.io import Split, read_split
@@ -109,11 +108,11 @@ def score_users(
                collect_last=not model.temporal, blocked_items=blocked, personal=personal)
     last = data.last_rows(everything)
     users = torch.nonzero(last >= 0).squeeze(1)
-    blocked_dev = blocked.to(device)
     k = min(top_k, model.n_items)
     rec_users, rec_items, rec_scores, param_parts = [], [], [], []
     after = time_covariates(model, data, cfg) if model.lognormal else None
-    step = min(EVAL_BATCH_USERS, score_chunk(model))
+    scorer = ChunkScorer(model, personal, blocked, device)
+    step = min(EVAL_BATCH_USERS, scorer.max_rows)
     # the next session starts one past each user's last event
     next_t = personal.user_end if personal is not None else torch.zeros(data.n_users, dtype=torch.long)
     for s in range(0, users.numel(), step):
@@ -121,17 +120,15 @@ def score_users(
         u = u_cpu.to(device)
         if model.temporal:
             h = model.inter_state(u, *r.state.get(u), counts_cpu=r.state.counts_cpu[u_cpu])
-            scores = item_scores(model, h, personal, next_t[u_cpu], u_cpu, first=True)
+            values, top_items = scorer.top(h, next_t[u_cpu], u_cpu, k, first=True)
             cov = after[last[u_cpu]].to(device) if after is not None else None
             param_parts.append(model.time_params(h, cov).double().cpu())
         else:
             assert r.last_out is not None
-            scores = item_scores(model, r.last_out[u], personal, next_t[u_cpu], u_cpu, first=False)
-        scores = scores.float().masked_fill_(blocked_dev, float("-inf"))
-        top = torch.topk(scores, k, dim=1)
+            values, top_items = scorer.top(r.last_out[u], next_t[u_cpu], u_cpu, k, first=False)
         rec_users.append(u_cpu[:, None].expand(-1, k))
-        rec_items.append(top.indices.cpu())
-        rec_scores.append(top.values.cpu())
+        rec_items.append(top_items.cpu())
+        rec_scores.append(values.float().cpu())
     n_users = users.numel()
     if n_users:
         items = torch.cat(rec_items).numpy()
