@@ -7,7 +7,7 @@ export THRNN_HOME ?= $(CURDIR)/var
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON ?= $(CURDIR)/$(VPY)
 
-.PHONY: venv demo test test-fast lint bench clean airflow-ui mlflow-ui
+.PHONY: venv demo test test-fast lint bench clean airflow-ui mlflow-ui cluster-up cluster-down cluster-status
 
 # The pinned requirements, then the project itself, editable: benches, tests and tools import jobs/,
 # thrnn/ and bench/ from anywhere without touching sys.path.
@@ -32,6 +32,21 @@ airflow-ui: venv
 
 mlflow-ui: venv
 	exec $(VPY) -m thrnn.pipeline.ui mlflow --port $(MLFLOW_PORT)
+
+# The production shape of docker/docker-compose.yaml as local processes (PostgreSQL, Redis, MLflow server,
+# Spark standalone, Airflow with Celery workers on queues default and gpu), state under CLUSTER_DIR; up
+# prints what listens where and returns, down stops every process. docs/operations.md has the details.
+CLUSTER_DIR ?= $(THRNN_HOME)/cluster
+CLUSTER_ARGS ?=
+
+cluster-up: venv
+	$(VPY) -m thrnn.pipeline.cluster up --state $(CLUSTER_DIR) $(CLUSTER_ARGS)
+
+cluster-down:
+	$(VPY) -m thrnn.pipeline.cluster down --state $(CLUSTER_DIR)
+
+cluster-status:
+	$(VPY) -m thrnn.pipeline.cluster status --state $(CLUSTER_DIR)
 
 test: venv
 	$(VPY) -m ruff check .
