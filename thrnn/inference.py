@@ -30,10 +30,13 @@ from thrnn.personal import PersonalHistory
 from thrnn.time_features import covariates_after, target_covariates
 
 EVAL_BATCH_USERS = 512
-# Bound on the (rows x items) score block scored at once, in elements (32 MB of float32 on CPU, 256 MB
-# on GPU); the rows of one block share one matrix product with the output layer (docs/eval_speed.md).
-_SCORE_BLOCK = {"cpu": 1 << 23, "cuda": 1 << 26}
+# Bound on the (rows x items) score block scored at once, in elements (128 MB of float32 on CPU, 256 MB
+# on GPU): the rows of one block share one matrix product with the output layer, whose weights are
+# read from memory once per block (a 100k-item catalogue: 320 rows; docs/eval_speed.md).
+_SCORE_BLOCK = {"cpu": 1 << 25, "cuda": 1 << 26}
 _MAX_ROWS = 2048
+# Columns compared at once when counting the items that score at least the target (a cache-sized block).
+_COUNT_COLUMNS = 1 << 14
 # The BLAS rounds a row of a matrix product the same way when it sits at the same place modulo a small
 # tile height in products of at least 4 rows (fewer go through gemv, which sums in another order).
 # Chunks are therefore padded to a multiple of _ROW_TILE rows and hold a multiple of it, so a target's
@@ -138,11 +141,9 @@ class ChunkScorer:
         self.max_rows = -(-rows // _ROW_TILE) * _ROW_TILE  # a multiple of the tile height
         self.blocked_cols = torch.nonzero(blocked[1:self.n + 1].to(self.device)).squeeze(1)
         dt = model.item_emb.weight.dtype
+        # the logits, then (mixture) the probabilities in place: softmax writes each element after reading it
         self._logits = torch.empty(self.max_rows, self.n, dtype=dt, device=self.device)
-        self._mask = torch.empty(self.max_rows, self.n, dtype=torch.bool, device=self.device)
-        self._scores = torch.empty(self.max_rows, self.n, device=self.device) if self.personal else None
-        # the components' weighted sum at their entries; zero elsewhere, and reset to zero after each chunk
-        self._extra = torch.zeros(self.max_rows, self.n, device=self.device) if self.personal else None
+        self._mask = torch.empty(self.max_rows, min(self.n, _COUNT_COLUMNS), dtype=torch.bool, device=self.device)
 
     def scores(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, *, first: bool) -> torch.Tensor:
         """(T, N) scores of items 1..N (column j is item j + 1) whose target is flat event ``t`` of ``users``:
@@ -165,18 +166,18 @@ class ChunkScorer:
         comps, mass = self.personal.sparse(t, users, first, self.n + 1, device=self.device)
         gate = model.first_gate if first else model.next_gate
         pi = gate(x, torch.cat([mass, mass.new_zeros(pad, mass.shape[1])]))[:n_rows].float().exp()
-        assert self._scores is not None and self._extra is not None
-        scores = torch.softmax(logits, dim=1, out=self._scores[:n_rows]).mul_(pi[:, :1])
-        extra = self._extra[:n_rows].view(-1)
-        touched = []
-        for k, (rows, items, values) in enumerate(comps, start=1):
-            at = rows * self.n + (items - 1)
-            extra[at] = extra[at] + pi[rows, k] * values  # component k after 1..k-1, as the einsum sums
-            touched.append(at)
-        at = torch.cat(touched)
+        scores = torch.softmax(logits, dim=1, out=logits).mul_(pi[:, :1])
+        # the components' weighted sum at the (row, item) entries where any of them has mass, compacted
+        at, slot = torch.unique(torch.cat([rows * self.n + (items - 1) for rows, items, _ in comps]),
+                                return_inverse=True)
+        extra = torch.zeros(at.shape[0], device=self.device)
+        start = 0
+        for k, (rows, _, values) in enumerate(comps, start=1):
+            sl = slot[start:start + rows.shape[0]]
+            start += rows.shape[0]
+            extra[sl] = extra[sl] + pi[rows, k] * values  # component k after 1..k-1, as the einsum sums
         flat = scores.view(-1)
-        flat[at] = flat[at] + extra[at]  # an entry of several components is written with one value
-        extra[at] = 0.0
+        flat[at] = flat[at] + extra
         return scores.index_fill_(1, self.blocked_cols, float("-inf"))
 
     def ranks(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, targets: torch.Tensor, *,
@@ -188,9 +189,20 @@ class ChunkScorer:
             raise ValueError("targets must be item ids >= 1 (0 is padding)")
         scores = self.scores(states, t, users, first=first)
         own = scores.gather(1, (targets - 1)[:, None])
-        at_least = torch.ge(scores, own, out=self._mask[:scores.shape[0]])
-        # summed as bytes into int32: several times faster than a bool sum into int64 on CPU
-        return at_least.view(torch.uint8).sum(1, dtype=torch.int32).long()
+        rows = scores.shape[0]
+        count = torch.zeros(rows, dtype=torch.int32, device=self.device)
+        for c in range(0, self.n, _COUNT_COLUMNS):
+            block = scores[:, c:c + _COUNT_COLUMNS]
+            width = block.shape[1]
+            at_least = torch.ge(block, own, out=self._mask[:rows, :width]).view(torch.uint8)
+            # bytes summed in groups of 128 into uint8, then into int32: several times faster on CPU than
+            # a bool sum into int64
+            grouped = width // 128 * 128
+            if grouped:
+                count += at_least[:, :grouped].view(rows, -1, 128).sum(2, dtype=torch.uint8).sum(1, dtype=torch.int32)
+            if grouped < width:
+                count += at_least[:, grouped:].sum(1, dtype=torch.int32)
+        return count.long()
 
     def top(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, k: int, *,
             first: bool) -> tuple[torch.Tensor, torch.Tensor]:
