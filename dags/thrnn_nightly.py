@@ -59,7 +59,8 @@ TRAIN_PLACEMENT = {k: v for k, v in {"queue": SETTINGS.train_queue, "pool": SETT
 
 
 def _args() -> tuple[Any, Any, Any]:
-    """(settings, validated params, run date) of the running task."""
+    """(settings, validated params, run date) of the running task: the one place the logical date becomes
+    the ``datetime.date`` every task takes. Tasks return a state dataclass; XCom gets its ``to_dict()``."""
     from thrnn.pipeline.params import validate_params
     from thrnn.pipeline.tasks import run_date_of
 
@@ -91,61 +92,61 @@ def thrnn_nightly() -> None:
     def sessionize() -> dict[str, Any]:
         from thrnn.pipeline import tasks
 
-        return tasks.sessionize(*_args())
+        return tasks.sessionize(*_args()).to_dict()
 
     @task
     def validate() -> dict[str, Any]:
         from thrnn.pipeline import tasks
 
-        return tasks.validate(*_args())
+        return tasks.validate(*_args()).to_dict()
 
     @task(execution_timeout=timedelta(hours=8), **TRAIN_PLACEMENT)
     def train() -> dict[str, Any]:
         from thrnn.pipeline import tasks
 
-        return tasks.train(*_args())
+        return tasks.train(*_args()).to_dict()
 
     @task
     def evaluate() -> dict[str, Any]:
         from thrnn.pipeline import tasks
 
-        return tasks.evaluate(*_args())
+        return tasks.evaluate(*_args()).to_dict()
 
     @task
     def register() -> dict[str, Any]:
         from thrnn.pipeline import tasks
 
-        return tasks.register(*_args())
+        return tasks.register(*_args()).to_dict()
 
     @task
     def score() -> dict[str, Any]:
         from thrnn.pipeline import tasks
 
-        return tasks.score(*_args())
+        return tasks.score(*_args()).to_dict()
 
     @task
     def publish() -> dict[str, Any]:
         from thrnn.pipeline import tasks
 
-        return tasks.publish(*_args())
+        return tasks.publish(*_args()).to_dict()
 
     @task
     def check() -> dict[str, Any]:
         from thrnn.pipeline import tasks
 
-        return tasks.check(*_args())
+        return tasks.check(*_args()).to_dict()
 
     @task
     def promote() -> dict[str, Any]:
         from thrnn.pipeline import tasks
 
-        return tasks.promote(*_args())
+        return tasks.promote(*_args()).to_dict()
 
     @task
     def backtest() -> dict[str, Any]:
         from thrnn.pipeline import tasks
 
-        return tasks.backtest(*_args())
+        return tasks.backtest(*_args()).to_dict()
 
     (sessionize() >> validate() >> train() >> evaluate() >> register() >> score() >> publish() >> check()
      >> promote() >> backtest())

@@ -77,9 +77,9 @@ def test_nightly_end_to_end(nightly):
     import mlflow
 
     from thrnn.io import read_split
-    from thrnn.pipeline import tasks
     from thrnn.pipeline import warehouse as W
     from thrnn.pipeline.settings import PipelineSettings
+    from thrnn.pipeline.states import BacktestState, EvaluateState
 
     dag, home, raw = nightly
     conf = {**CONF, "input_paths": [str(raw)]}
@@ -102,15 +102,15 @@ def test_nightly_end_to_end(nightly):
     assert (rec1.groupby("user_key")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
 
     # what the night serves is at least as good as Markov-1 and most-popular on first-item Recall@20
-    evaluated = tasks.load_state(settings.run_paths("tiny", D1), "evaluate")
-    figures, first = evaluated["baseline_figures"], "first_item_recall@20"
+    evaluated = EvaluateState.load(settings.run_paths("tiny", D1))
+    figures, first = evaluated.baseline_figures, "first_item_recall@20"
     (source,) = set(rec1["source"])
-    served = evaluated["metrics"][first] if source == "thrnn-tiny/1" else figures[source][first]
+    served = evaluated.metrics[first] if source == "thrnn-tiny/1" else figures[source][first]
     assert served >= max(figures["markov1"][first], figures["most_popular"][first]), (source, figures)
     if source == "thrnn-tiny/1":
         assert set(rec1["model_version"]) == {1}
     else:  # the best first-item baseline's lists, for every user of the split
-        assert source == evaluated["fallback_baseline"] and rec1["model_version"].isna().all()
+        assert source == evaluated.fallback_baseline and rec1["model_version"].isna().all()
         assert sorted(rec1["user_key"].unique()) == sorted(users)
     # last session end = last event of the user's history; elapsed from the end of the run date
     events = pd.concat([split.train, split.test])
@@ -134,7 +134,7 @@ def test_nightly_end_to_end(nightly):
     assert promoted1 == (source == "thrnn-tiny/1") and pd.isna(run1["champion_version_before"])
     assert run1["decision"].startswith("first model: no champion yet and at least as good as the best baselines"
                                        if promoted1 else "below the best baseline: ")
-    assert run1["best_baseline"] == evaluated["fallback_baseline"]
+    assert run1["best_baseline"] == evaluated.fallback_baseline
     assert run1["baseline_first_item_recall_at_20"] == figures[run1["best_baseline"]][first]
     assert (run1["recommendation_rows"], run1["churn_rows"], run1["users"]) == (len(rec1), len(churn1), len(users))
     assert 0 <= run1["recall_at_20"] <= 1 and run1["mae_hours"] > 0
@@ -161,11 +161,11 @@ def test_nightly_end_to_end(nightly):
     # baselines, so v2 is promoted unless it is worse than a champion v1. Its split is night 1's
     # (copied; sessionize marked successful) to keep the test short: Spark is covered by night 1.
     shutil.copytree(settings.run_paths("tiny", D1).data, settings.run_paths("tiny", D2).data)
-    assert tasks.load_state(settings.run_paths("tiny", D1), "backtest")["skipped"] is True  # off by default
+    assert BacktestState.load(settings.run_paths("tiny", D1)).skipped is True  # off by default
     _run(dag, D2, {**conf, "baseline_tolerance": 1.0, "backtest_days": 1}, mark_success_pattern="^sessionize$")
     # night 1's published churn rows against night 2's data: night 1's split again, so nobody came
     # back; 1 d is observable (to the end of D2), the Brier score is the mean of p²
-    bt = tasks.load_state(settings.run_paths("tiny", D2), "backtest")
+    bt = BacktestState.load(settings.run_paths("tiny", D2)).figures
     assert (bt["published_date"], bt["users"], bt["base_rate_1d"]) == (D1.isoformat(), len(churn1), 0.0)
     assert bt["mean_p_1d"] == pytest.approx(churn1["p_return_1d"].mean())
     assert bt["brier_1d"] == pytest.approx((churn1["p_return_1d"] ** 2).mean())

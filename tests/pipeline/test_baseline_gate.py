@@ -23,6 +23,7 @@ from thrnn.pipeline import warehouse as W
 from thrnn.pipeline.checks import ContractError, check_published
 from thrnn.pipeline.params import validate_params
 from thrnn.pipeline.settings import PipelineSettings
+from thrnn.pipeline.states import STATES
 
 from .helpers import night_frames
 
@@ -333,7 +334,7 @@ def _night(settings: PipelineSettings, conf: dict, day: dt.date) -> dict:
                  tasks.check, tasks.promote):
         step(settings, params, day)
     paths = settings.run_paths(DATASET, day)
-    return {t: tasks.load_state(paths, t) for t in ("evaluate", "register", "score", "promote")}
+    return {t: STATES[t].load(paths) for t in ("evaluate", "register", "score", "promote")}
 
 
 @pytest.fixture(scope="module")
@@ -376,40 +377,40 @@ def test_a_weak_model_first_night_publishes_the_best_baseline(nights):
 
     settings, states = nights
     ev, reg, sc = states[D1]["evaluate"], states[D1]["register"], states[D1]["score"]
-    best = ev["fallback_baseline"]
+    best = ev.fallback_baseline
     assert best in SESSION_AWARE
-    assert ev["baseline_figures"][best]["first_item_recall@20"] == ev["best_baseline"]["first_item_recall@20"]["value"]
+    assert ev.baseline_figures[best]["first_item_recall@20"] == ev.best_baseline["first_item_recall@20"]["value"]
     # the evaluate state: four figures of every ranking baseline, the best per metric
-    assert {"most_popular", "markov1", *SESSION_AWARE} <= set(ev["baseline_figures"])
-    for metric, top in ev["best_baseline"].items():
-        assert top["value"] == max(f[metric] for n, f in ev["baseline_figures"].items() if n in ev["gate_baselines"])
+    assert {"most_popular", "markov1", *SESSION_AWARE} <= set(ev.baseline_figures)
+    for metric, top in ev.best_baseline.items():
+        assert top["value"] == max(f[metric] for n, f in ev.baseline_figures.items() if n in ev.gate_baselines)
     # nothing promoted: the decision names the failing metric, the baseline and both figures
-    first = ev["metrics"]["first_item_recall@20"]
-    ref = ev["baseline_figures"][best]["first_item_recall@20"]
-    assert first < ref and not reg["promoted"] and reg["champion_after"] is None
-    assert reg["reason"].startswith("below the best baseline: ")
-    assert f"first_item_recall@20 {first:.4f} < {best} {ref:.4f} - tolerance 0" in reg["reason"]
-    assert reg["serving"] == {"version": 1, "baseline": best, "reason": (
+    first = ev.metrics["first_item_recall@20"]
+    ref = ev.baseline_figures[best]["first_item_recall@20"]
+    assert first < ref and not reg.promoted and reg.champion_after is None
+    assert reg.reason.startswith("below the best baseline: ")
+    assert f"first_item_recall@20 {first:.4f} < {best} {ref:.4f} - tolerance 0" in reg.reason
+    assert reg.serving == {"version": 1, "baseline": best, "reason": (
         f"no model qualifies (no champion): recommendations from baseline {best}; churn_risk from tonight's v1 "
         f"(not promoted)")}
     # recommendations: the baseline's next-session lists, keyed; churn_risk from tonight's v1
     t = _published(settings, D1)
     rec = t[W.RECOMMENDATIONS]
     assert set(rec["source"]) == {best} and rec["model_version"].isna().all()
-    want = _expected_lists(settings, D1, best, ev["baseline_params"].get(best))
+    want = _expected_lists(settings, D1, best, ev.baseline_params.get(best))
     assert rec[[C.USER_KEY, "rank", C.ITEM_KEY]].values.tolist() == want[[C.USER_KEY, "rank", C.ITEM_KEY]].values.tolist()
     np.testing.assert_allclose(rec["score"], want["score"], rtol=1e-6)
     assert set(t[W.CHURN_RISK]["model_version"]) == {1} and len(t[W.CHURN_RISK]) == 40
     run = t[W.MODEL_RUNS].iloc[0]
     assert (run["model_version"], bool(run["promoted"]), run["scored_with_version"]) == (1, False, 1)
-    assert run["decision"] == reg["reason"] and run["recommendations_source"] == best
-    assert run["serving"] == reg["serving"]["reason"] and run["best_baseline"] == best
+    assert run["decision"] == reg.reason and run["recommendations_source"] == best
+    assert run["serving"] == reg.serving["reason"] and run["best_baseline"] == best
     for key, column in W.BASELINE_FIGURE_COLUMNS.items():
-        assert run[column] == pytest.approx(ev["baseline_figures"][best][key])
-    assert sc["recommendations_source"] == best and sc["recommendation_users"] == 40
+        assert run[column] == pytest.approx(ev.baseline_figures[best][key])
+    assert sc.recommendations_source == best and sc.recommendation_users == 40
     # what the table serves is at least as good as Markov-1 and most-popular on first-item Recall@20
-    served = ev["baseline_figures"][best]["first_item_recall@20"]
-    assert served >= max(ev["baseline_figures"][n]["first_item_recall@20"] for n in ("markov1", "most_popular"))
+    served = ev.baseline_figures[best]["first_item_recall@20"]
+    assert served >= max(ev.baseline_figures[n]["first_item_recall@20"] for n in ("markov1", "most_popular"))
 
     # a re-run of score + publish + check gives the same rows
     params = validate_params(CONF)
@@ -425,9 +426,9 @@ def test_a_qualifying_model_publishes_its_own_lists(nights):
     settings, states = nights
     reg = states[D2]["register"]
     # register leaves the alias; the last task moves it once the night is published and checked
-    assert (reg["version"], reg["promoted"], reg["champion_before"], reg["champion_after"]) == (2, True, None, None)
-    assert (states[D2]["promote"]["moved"], states[D2]["promote"]["champion_after"]) == (True, 2)
-    assert reg["reason"].startswith("first model: no champion yet and at least as good as the best baselines")
+    assert (reg.version, reg.promoted, reg.champion_before, reg.champion_after) == (2, True, None, None)
+    assert (states[D2]["promote"].moved, states[D2]["promote"].champion_after) == (True, 2)
+    assert reg.reason.startswith("first model: no champion yet and at least as good as the best baselines")
     t = _published(settings, D2)
     assert set(t[W.RECOMMENDATIONS]["source"]) == {"thrnn-gate/2"}
     assert set(t[W.RECOMMENDATIONS]["model_version"]) == {2} and set(t[W.CHURN_RISK]["model_version"]) == {2}
@@ -440,12 +441,12 @@ def test_a_qualifying_model_publishes_its_own_lists(nights):
 def test_a_champion_below_the_baselines_serves_churn_only(nights):
     settings, states = nights
     ev, reg = states[D3]["evaluate"], states[D3]["register"]
-    best = ev["fallback_baseline"]
-    versus = ev["champion_head_to_head"]
+    best = ev.fallback_baseline
+    versus = ev.champion_head_to_head
     assert versus["champion_version"] == 2  # v2 re-scored on tonight's split
-    assert (reg["version"], reg["promoted"], reg["champion_before"], reg["champion_after"]) == (3, False, 2, 2)
-    assert reg["serving"]["version"] == 2 and reg["serving"]["baseline"] == best
-    assert reg["serving"]["reason"].startswith("no model qualifies (champion v2 on tonight's split below the best "
+    assert (reg.version, reg.promoted, reg.champion_before, reg.champion_after) == (3, False, 2, 2)
+    assert reg.serving["version"] == 2 and reg.serving["baseline"] == best
+    assert reg.serving["reason"].startswith("no model qualifies (champion v2 on tonight's split below the best "
                                                "baseline: ")
     t = _published(settings, D3)
     assert set(t[W.RECOMMENDATIONS]["source"]) == {best} and set(t[W.CHURN_RISK]["model_version"]) == {2}

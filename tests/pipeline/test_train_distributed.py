@@ -47,11 +47,11 @@ def test_train_task_with_two_processes_logs_every_epoch(tmp_path):
     try:
         state = tasks.train(settings, params, DAY)
         client = MlflowClient(tracking_uri=settings.tracking_uri)
-        steps = [m.step for m in client.get_metric_history(state["mlflow_run_id"], "loss")]
-        run = client.get_run(state["mlflow_run_id"])
+        steps = [m.step for m in client.get_metric_history(state.mlflow_run_id, "loss")]
+        run = client.get_run(state.mlflow_run_id)
     finally:
         mlflow.set_tracking_uri(None)
-    assert state["nproc"] == 2 and run.data.tags["train_nproc"] == "2"
+    assert state.nproc == 2 and run.data.tags["train_nproc"] == "2"
     assert sorted(steps) == [1, 2]
     history = json.loads((paths.train / "history.json").read_text())
     assert history["world_size"] == 2 and len(history["epochs"]) == 2

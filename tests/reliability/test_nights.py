@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from typing import TypeVar
 
 import pandas as pd
 import pytest
@@ -22,6 +23,7 @@ from thrnn.pipeline import warehouse as W
 from thrnn.pipeline.checks import ContractError
 from thrnn.pipeline.params import validate_params
 from thrnn.pipeline.settings import PipelineSettings, registered_model_name
+from thrnn.pipeline.states import EvaluateState, PromoteState, RegisterState, ScoreState, TaskState
 
 pytestmark = [pytest.mark.slow]
 
@@ -49,8 +51,11 @@ def _champion(settings) -> int | None:
     return None if mv is None else int(mv.version)
 
 
-def _state(settings, day: dt.date, task: str) -> dict:
-    return tasks.load_state(settings.run_paths(DATASET, day), task)
+S = TypeVar("S", bound=TaskState)
+
+
+def _state(settings, day: dt.date, state: type[S]) -> S:
+    return state.load(settings.run_paths(DATASET, day))
 
 
 def _break_scores(settings, day: dt.date) -> None:
@@ -90,8 +95,8 @@ def test_a_failing_publish_leaves_the_champion_and_the_tables(home):
     settings = home
     before = _tables(settings)
     _steps(settings, NIGHT, D2, UP_TO_SCORE)
-    reg = _state(settings, D2, "register")
-    assert (reg["version"], reg["promoted"], reg["candidate"]) == (2, True, 2)
+    reg = _state(settings, D2, RegisterState)
+    assert (reg.version, reg.promoted, reg.candidate) == (2, True, 2)
     assert _champion(settings) == 1  # the gate chose v2, but nothing is published yet
     _break_scores(settings, D2)
     with pytest.raises(ContractError, match="probabilities outside"):
@@ -112,7 +117,7 @@ def test_a_failing_publish_leaves_the_champion_and_the_tables(home):
     # the retry: the alias moves in the last task, once the night is published and checked
     _steps(settings, NIGHT, D2, (tasks.score,) + AFTER_SCORE)
     assert _champion(settings) == 2
-    assert _state(settings, D2, "promote")["moved"] is True
+    assert _state(settings, D2, PromoteState).moved is True
     assert set(_tables(settings)[W.RECOMMENDATIONS]["run_date"].astype(str)) == {str(D1), str(D2)}
 
 
@@ -125,32 +130,32 @@ def test_rerunning_an_old_night_never_uses_the_champion_of_now(home):
     recorded = json.loads(path.read_text())
     path.write_text(json.dumps({k: v for k, v in recorded.items() if k not in ("serving", "candidate")}))
     _steps(settings, NIGHT, D1, (tasks.score,))
-    assert _state(settings, D1, "score")["scored_with_version"] == 1
+    assert _state(settings, D1, ScoreState).scored_with_version == 1
     path.write_text(json.dumps(recorded))
 
     day2 = {t: f[f["run_date"].astype(str) == str(D2)].reset_index(drop=True) for t, f in before.items()}
     # a re-run of D1 with other settings (another seed): a new model, a backfill now that D2 is out
     _steps(settings, {**NIGHT, "seed": 2, "force_promote": True}, D1, UP_TO_SCORE + AFTER_SCORE)
-    reg = _state(settings, D1, "register")
-    assert (reg["version"], reg["promoted"], reg["candidate"]) == (3, False, None)
-    assert reg["reason"] == f"backfill for {D1}: champion v2 is from the later night {D2}"
-    assert reg["serving"]["version"] == 3  # its own model, never the champion v2 of D2
+    reg = _state(settings, D1, RegisterState)
+    assert (reg.version, reg.promoted, reg.candidate) == (3, False, None)
+    assert reg.reason == f"backfill for {D1}: champion v2 is from the later night {D2}"
+    assert reg.serving["version"] == 3  # its own model, never the champion v2 of D2
     after = _tables(settings)
     rec1 = after[W.RECOMMENDATIONS][after[W.RECOMMENDATIONS]["run_date"].astype(str) == str(D1)]
     assert set(rec1["model_version"].dropna()) <= {3} and set(rec1["source"]) <= {"thrnn-gate/3"} | set(
-        _state(settings, D1, "evaluate")["gate_baselines"])
+        _state(settings, D1, EvaluateState).gate_baselines)
     churn1 = after[W.CHURN_RISK][after[W.CHURN_RISK]["run_date"].astype(str) == str(D1)]
     assert set(churn1["model_version"]) == {3}
-    assert _champion(settings) == 2 and _state(settings, D1, "promote")["candidate"] is None
+    assert _champion(settings) == 2 and _state(settings, D1, PromoteState).candidate is None
     for table, frame in after.items():  # D2 untouched
         got = frame[frame["run_date"].astype(str) == str(D2)].reset_index(drop=True)
         pd.testing.assert_frame_equal(got, day2[table], check_dtype=False)
 
     # the same for a backfill's state of an older release: its own model
-    path.write_text(json.dumps({k: v for k, v in _state(settings, D1, "register").items()
+    path.write_text(json.dumps({k: v for k, v in _state(settings, D1, RegisterState).to_dict().items()
                                 if k not in ("serving", "candidate")}))
     _steps(settings, {**NIGHT, "seed": 2}, D1, (tasks.score,))
-    assert _state(settings, D1, "score")["scored_with_version"] == 3
+    assert _state(settings, D1, ScoreState).scored_with_version == 3
 
 
 def test_a_backfill_never_moves_the_alias_nor_rewrites_other_nights(home):
@@ -159,9 +164,9 @@ def test_a_backfill_never_moves_the_alias_nor_rewrites_other_nights(home):
     before = _tables(settings)
     # forced, and better than anything: still a backfill (D2 is published and champion)
     _steps(settings, {**NIGHT, "force_promote": True}, D0, UP_TO_SCORE + AFTER_SCORE)
-    reg = _state(settings, D0, "register")
-    assert not reg["promoted"] and reg["candidate"] is None and reg["reason"].startswith(f"backfill for {D0}")
-    assert reg["serving"]["version"] == reg["version"]  # served by its own model
+    reg = _state(settings, D0, RegisterState)
+    assert not reg.promoted and reg.candidate is None and reg.reason.startswith(f"backfill for {D0}")
+    assert reg.serving["version"] == reg.version  # served by its own model
     assert _champion(settings) == 2
     after = _tables(settings)
     for table, frame in after.items():
@@ -169,4 +174,4 @@ def test_a_backfill_never_moves_the_alias_nor_rewrites_other_nights(home):
         pd.testing.assert_frame_equal(others, before[table], check_dtype=False)
         assert (frame["run_date"].astype(str) == str(D0)).any(), table
     churn0 = after[W.CHURN_RISK][after[W.CHURN_RISK]["run_date"].astype(str) == str(D0)]
-    assert set(churn0["model_version"]) == {reg["version"]}
+    assert set(churn0["model_version"]) == {reg.version}

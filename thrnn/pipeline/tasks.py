@@ -1,9 +1,11 @@
 """One importable function per task of ``thrnn_nightly`` (the DAG file only wires them).
 
-Every function takes the deployment settings, the validated params and the run date, reads what the
-previous task left under ``$THRNN_HOME/runs/<dataset>/<run_date>/`` and writes its own output there
-(plus a small JSON in ``state/``), so each task can be re-run alone, by Airflow retries or by hand,
-and two run dates never share a path. Heavy libraries (pyspark, torch, mlflow) are imported inside.
+Every function takes the deployment settings, the validated params and the run date (a
+``datetime.date``: the DAG file converts the logical date once, :func:`run_date_of`), reads what the
+previous tasks left under ``$THRNN_HOME/runs/<dataset>/<run_date>/`` and writes its own output there.
+What a task hands to the next is a frozen dataclass of :mod:`.states`, saved in ``state/`` and
+returned, so each task can be re-run alone, by Airflow retries or by hand, and two run dates never
+share a path. Heavy libraries (pyspark, torch, mlflow) are imported inside.
 """
 
 from __future__ import annotations
@@ -15,23 +17,39 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from contract import columns as C
 
 from .params import RunParams
 from .settings import PipelineSettings, RunPaths, registered_model_name
+from .states import (
+    BacktestState,
+    CheckState,
+    EvaluateState,
+    PromoteState,
+    PublishState,
+    RegisterState,
+    ScoreState,
+    SessionizeState,
+    TaskState,
+    TrainState,
+    ValidateState,
+)
 
 log = logging.getLogger(__name__)
 
-STATE_FILES = ("sessionize", "validate", "train", "evaluate", "register", "score", "publish", "check", "promote",
-               "backtest")
 HORIZON_COLUMNS = ("p_return_1d", "p_return_7d", "p_return_30d")
 GATE_KEYS = ("recall@5", "recall@10", "recall@20", "mrr@5", "mrr@10", "mrr@20", "first_item_recall@20",
              "first_item_mrr@20", "mae_hours", "mae_hours_mean", "n_targets", "n_gaps")
 MODEL_SOURCE = "{model_name}/{version}"  # recommendations.source of a model's list
+DEFAULT_HORIZONS = (24.0, 168.0, 720.0)  # the published columns' names say 1 d / 7 d / 30 d
+
+S = TypeVar("S", bound=TaskState)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -45,31 +63,11 @@ def run_date_of(context: Mapping[str, Any]) -> dt.date:
     return logical.date() if isinstance(logical, dt.datetime) else logical
 
 
-def _write_json(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def save_state(paths: RunPaths, task: str, state: Mapping[str, Any]) -> dict[str, Any]:
-    _write_json(dict(state), paths.state / f"{task}.json")
-    return json.loads(json.dumps(dict(state), default=str))  # plain JSON for XCom
-
-
-def load_state(paths: RunPaths, task: str) -> dict[str, Any]:
-    path = paths.state / f"{task}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: task {task!r} has not run for this date")
-    return json.loads(path.read_text())
-
-
-def _timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _run(paths: RunPaths, body: Callable[[], S]) -> S:
+    """Run a task body, record its wall time in the state and save the state."""
     start = time.perf_counter()
-    out = fn()
-    out["seconds"] = round(time.perf_counter() - start, 3)
-    return out
+    state = body()
+    return replace(state, seconds=round(time.perf_counter() - start, 3)).save(paths)
 
 
 def _mlflow_key(key: str) -> str:
@@ -110,42 +108,46 @@ def split_fingerprint(data_dir: Path, cfg: Mapping[str, Any], run_date: dt.date)
     return h.hexdigest()[:32]
 
 
+@contextmanager
+def _spark(settings: PipelineSettings, app_name: str) -> Iterator[Any]:
+    """The active Spark session (e.g. a test fixture's, left running) or a new one, stopped after."""
+    from pyspark.sql import SparkSession
+
+    from jobs.spark import build_spark
+
+    existing = SparkSession.getActiveSession()
+    spark = existing or build_spark(app_name=app_name, master=settings.spark_master, conf=settings.spark_settings())
+    try:
+        yield spark
+    finally:
+        if existing is None:
+            spark.stop()
+
+
 # ----------------------------------------------------------------------------------------------- tasks
-def sessionize(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+def sessionize(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> SessionizeState:
     """Spark job: raw logs -> Parquet splits in ``<run>/data`` (atomic, identical on re-runs)."""
     paths = settings.run_paths(params.dataset, run_date)
 
-    def body() -> dict[str, Any]:
-        from pyspark.sql import SparkSession
-
+    def body() -> SessionizeState:
         from jobs.sessionize import run
-        from jobs.spark import build_spark
 
-        existing = SparkSession.getActiveSession()
-        spark = existing or build_spark(
-            app_name=f"thrnn-sessionize-{params.dataset}-{run_date}",
-            master=settings.spark_master,
-            conf=settings.spark_settings(),
-        )
-        try:
+        with _spark(settings, f"thrnn-sessionize-{params.dataset}-{run_date}") as spark:
             stats = run(spark, params.format, input_paths(params), str(paths.data),
                         session_gap_seconds=params.session_gap_seconds, run_date=run_date,
                         max_bad_fraction=params.max_bad_fraction)
-        finally:
-            if existing is None:  # leave a session someone else started (e.g. a test fixture) alone
-                spark.stop()
-        return {"data_dir": str(paths.data), "stats": stats}
+        return SessionizeState(data_dir=str(paths.data), stats=stats)
 
-    return save_state(paths, "sessionize", _timed(body))
+    return _run(paths, body)
 
 
-def validate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+def validate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> ValidateState:
     """Contracts on the split (pandera + the rules of docs/design.md §3); fails with every broken rule
     listed."""
     from .checks import validate_split
 
     paths = settings.run_paths(params.dataset, run_date)
-    return save_state(paths, "validate", _timed(lambda: {"figures": validate_split(paths.data)}))
+    return _run(paths, lambda: ValidateState(figures=validate_split(paths.data)))
 
 
 def _training_config(settings: PipelineSettings, params: RunParams):  # noqa: ANN202 - TrainConfig
@@ -155,50 +157,70 @@ def _training_config(settings: PipelineSettings, params: RunParams):  # noqa: AN
     return config_for(params.train_preset, "thrnn", **params.train_overrides(), device=settings.device)
 
 
-def train(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+def _log_epoch(epoch: int, record: Mapping[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_metrics({_mlflow_key(k): v for k, v in _numeric(record).items() if k != "epoch"}, step=int(epoch))
+
+
+@contextmanager
+def _training_run(settings: PipelineSettings, params: RunParams, run_date: dt.date, paths: RunPaths,
+                  cfg: Any, fingerprint: str) -> Iterator[Any]:
+    """The night's MLflow run (one per attempt), tagged with the date, the fingerprint and the split's
+    figures, with the training config and the other DAG params as params."""
+    import mlflow
+
+    from . import registry
+
+    registry.setup_mlflow(settings.tracking_uri)
+    exp = registry.ensure_experiment(registered_model_name(params.dataset), settings.artifact_root)
+    stats_file = paths.data / C.STATS_FILE
+    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    tags = {"run_date": run_date.isoformat(), "dataset": params.dataset, "fingerprint": fingerprint,
+            **{f"data.{k}": str(v) for k, v in stats.items()}}
+    with mlflow.start_run(experiment_id=exp, run_name=f"{params.dataset}-{run_date}", tags=tags) as run:
+        mlflow.log_params({k: ("" if v is None else v) for k, v in cfg.to_dict().items()})
+        mlflow.log_params({f"dag.{k}": v for k, v in params.to_dict().items()
+                           if k not in cfg.to_dict() and k != "input_paths"})
+        yield run
+
+
+def _fit(settings: PipelineSettings, paths: RunPaths, cfg: Any) -> dict[str, Any]:
+    """Train in this process, or with ``THRNN_TRAIN_NPROC`` > 1 in torchrun data-parallel processes that
+    do not talk to MLflow: their per-epoch records are logged here afterwards, at the same steps."""
+    import mlflow
+
+    if settings.train_nproc <= 1:
+        from thrnn.train import train as train_model
+
+        return train_model(paths.data, paths.train, cfg, progress=True, on_epoch=_log_epoch)
+    from thrnn.launch import train_distributed
+
+    mlflow.set_tag("train_nproc", settings.train_nproc)
+    history = train_distributed(paths.data, paths.train, cfg, settings.train_nproc)
+    for record in history["epochs"]:
+        _log_epoch(int(record["epoch"]), record)
+    return history
+
+
+def train(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> TrainState:
     """Train THRNN on ``<run>/data`` into ``<run>/train``; one MLflow run per attempt, per-epoch metrics."""
     paths = settings.run_paths(params.dataset, run_date)
 
-    def body() -> dict[str, Any]:
+    def body() -> TrainState:
         import mlflow
-
-        from . import registry
 
         cfg = _training_config(settings, params)
         fingerprint = split_fingerprint(paths.data, cfg.to_dict(), run_date)
-        registry.setup_mlflow(settings.tracking_uri)
-        exp = registry.ensure_experiment(registered_model_name(params.dataset), settings.artifact_root)
-        stats = json.loads((paths.data / C.STATS_FILE).read_text()) if (paths.data / C.STATS_FILE).exists() else {}
-        tags = {"run_date": run_date.isoformat(), "dataset": params.dataset, "fingerprint": fingerprint,
-                **{f"data.{k}": str(v) for k, v in stats.items()}}
-        with mlflow.start_run(experiment_id=exp, run_name=f"{params.dataset}-{run_date}", tags=tags) as run:
-            mlflow.log_params({k: ("" if v is None else v) for k, v in cfg.to_dict().items()})
-            mlflow.log_params({f"dag.{k}": v for k, v in params.to_dict().items()
-                               if k not in cfg.to_dict() and k != "input_paths"})
+        with _training_run(settings, params, run_date, paths, cfg, fingerprint) as run:
+            history = _fit(settings, paths, cfg)
+            for name, content in (("config.json", cfg.to_dict()), ("history.json", history),
+                                  ("settings.json", settings.to_dict())):
+                mlflow.log_dict(content, name)
+        return TrainState(mlflow_run_id=run.info.run_id, fingerprint=fingerprint, run_dir=str(paths.train),
+                          epochs=cfg.epochs, device=cfg.device, nproc=settings.train_nproc)
 
-            def on_epoch(epoch: int, record: dict) -> None:
-                mlflow.log_metrics({_mlflow_key(k): v for k, v in _numeric(record).items() if k != "epoch"},
-                                   step=int(epoch))
-
-            if settings.train_nproc > 1:
-                mlflow.set_tag("train_nproc", settings.train_nproc)
-                from thrnn.launch import train_distributed
-
-                history = train_distributed(paths.data, paths.train, cfg, settings.train_nproc)
-                # the training processes do not talk to MLflow: their per-epoch records, same steps
-                for record in history["epochs"]:
-                    on_epoch(int(record["epoch"]), record)
-            else:
-                from thrnn.train import train as train_model
-
-                history = train_model(paths.data, paths.train, cfg, progress=True, on_epoch=on_epoch)
-            mlflow.log_dict(cfg.to_dict(), "config.json")
-            mlflow.log_dict(history, "history.json")
-            mlflow.log_dict(settings.to_dict(), "settings.json")
-            return {"mlflow_run_id": run.info.run_id, "fingerprint": fingerprint, "run_dir": str(paths.train),
-                    "epochs": cfg.epochs, "device": cfg.device, "nproc": settings.train_nproc}
-
-    return save_state(paths, "train", _timed(body))
+    return _run(paths, body)
 
 
 def _run_baselines(data_dir: Path, out_dir: Path, params: RunParams, device: str) -> dict[str, dict[str, Any]]:
@@ -228,56 +250,80 @@ def _run_baselines(data_dir: Path, out_dir: Path, params: RunParams, device: str
     return {str(k): dict(v) for k, v in (results or {}).items()}
 
 
-def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+def _write_evaluation(paths: RunPaths, params: RunParams, run_date: dt.date,
+                      results: Mapping[str, Mapping[str, Any]]) -> None:
+    """report.md, metrics and plots in ``<run>/evaluation`` (training curves from history.json)."""
+    from thrnn.report import plot_training_curves, write_report
+
+    paths.evaluation.mkdir(parents=True, exist_ok=True)
+    figures = json.dumps(ValidateState.load(paths).figures)
+    write_report(dict(results), paths.evaluation, title=f"THRNN nightly evaluation {params.dataset} {run_date}",
+                 notes=f"run_date {run_date}; split figures: {figures}")
+    history_path = paths.train / "history.json"
+    if history_path.exists():
+        plot_training_curves(json.loads(history_path.read_text()), paths.evaluation / "training_curves.png")
+
+
+def _log_evaluation(settings: PipelineSettings, params: RunParams, run_date: dt.date, paths: RunPaths,
+                    run_id: str, metrics: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]]
+                    ) -> dict[str, Any] | None:
+    """THRNN's and the baselines' metrics and the evaluation folder to the night's run, then tonight's
+    model against the champion on tonight's split (``registry.head_to_head``, None without one)."""
+    import mlflow
+
+    from . import registry
+
+    registry.setup_mlflow(settings.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({_mlflow_key(k): v for k, v in _numeric(metrics).items()})
+        for name, m in baselines.items():
+            mlflow.log_metrics({f"baseline.{name}.{_mlflow_key(k)}": v for k, v in _numeric(m).items()})
+        mlflow.log_artifacts(str(paths.evaluation), "evaluation")
+    versus = registry.head_to_head(settings, params, run_date, GATE_KEYS)
+    if versus is not None:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_dict(versus, "evaluation/champion_head_to_head.json")
+    return versus
+
+
+def _evaluate_state(metrics: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]],
+                    versus: Mapping[str, Any] | None) -> EvaluateState:
+    """The gate's inputs: THRNN's figures, every ranking baseline's, and those of the baselines a night
+    can publish (GRU4Rec/HRNN are reported but serve no lists), which the gate and the fallback use."""
+    from thrnn.baselines.session_aware import LISTABLE
+
+    from . import registry
+
+    figures = registry.baseline_figures(baselines)
+    gate = sorted(n for n in figures if n in LISTABLE)
+    gate_figures = {n: figures[n] for n in gate}
+    return EvaluateState(
+        metrics={k: metrics.get(k) for k in GATE_KEYS}, baselines=sorted(baselines),
+        champion_head_to_head=None if versus is None else dict(versus), baseline_figures=figures,
+        gate_baselines=gate, best_baseline=registry.best_baselines(gate_figures),
+        fallback_baseline=registry.fallback_baseline(gate_figures),
+        baseline_params={n: baselines[n]["params"] for n in gate if baselines[n].get("params")})
+
+
+def evaluate(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> EvaluateState:
     """Evaluate THRNN and the baselines on the test split; report + plots to MLflow."""
     paths = settings.run_paths(params.dataset, run_date)
 
-    def body() -> dict[str, Any]:
-        import mlflow
-
+    def body() -> EvaluateState:
         from thrnn.evaluate import evaluate_run
-        from thrnn.report import plot_training_curves, write_report
 
-        from . import registry
-
-        trained = load_state(paths, "train")
+        trained = TrainState.load(paths)
         metrics = evaluate_run(paths.data, paths.train, device=settings.device)
         baselines = _run_baselines(paths.data, paths.evaluation / "baselines", params, settings.device)
-        results = {"thrnn": metrics, **{k: v for k, v in baselines.items() if k != "thrnn"}}
-        paths.evaluation.mkdir(parents=True, exist_ok=True)
-        write_report(results, paths.evaluation, title=f"THRNN nightly evaluation {params.dataset} {run_date}",
-                     notes=f"run_date {run_date}; split figures: {json.dumps(load_state(paths, 'validate')['figures'])}")
-        history_path = paths.train / "history.json"
-        if history_path.exists():
-            plot_training_curves(json.loads(history_path.read_text()), paths.evaluation / "training_curves.png")
-        registry.setup_mlflow(settings.tracking_uri)
-        with mlflow.start_run(run_id=trained["mlflow_run_id"]):
-            mlflow.log_metrics({_mlflow_key(k): v for k, v in _numeric(metrics).items()})
-            for name, m in baselines.items():
-                mlflow.log_metrics({f"baseline.{name}.{_mlflow_key(k)}": v for k, v in _numeric(m).items()})
-            mlflow.log_artifacts(str(paths.evaluation), "evaluation")
-        headline = {k: metrics.get(k) for k in GATE_KEYS}
-        versus = registry.head_to_head(settings, params, run_date, GATE_KEYS)
-        if versus is not None:
-            with mlflow.start_run(run_id=trained["mlflow_run_id"]):
-                mlflow.log_dict(versus, "evaluation/champion_head_to_head.json")
-        from thrnn.baselines.session_aware import LISTABLE
+        _write_evaluation(paths, params, run_date, {"thrnn": metrics, **{k: v for k, v in baselines.items()
+                                                                         if k != "thrnn"}})
+        versus = _log_evaluation(settings, params, run_date, paths, trained.mlflow_run_id, metrics, baselines)
+        return _evaluate_state(metrics, baselines, versus)
 
-        figures = registry.baseline_figures(baselines)
-        # the gate compares with baselines a night can publish (GRU4Rec/HRNN are reported, serve no lists)
-        gate = sorted(n for n in figures if n in LISTABLE)
-        gate_figures = {n: figures[n] for n in gate}
-        return {"metrics": headline, "baselines": sorted(baselines), "champion_head_to_head": versus,
-                # every ranking baseline's four figures; the gate and the fallback use `gate_baselines`
-                "baseline_figures": figures, "gate_baselines": gate,
-                "best_baseline": registry.best_baselines(gate_figures),
-                "fallback_baseline": registry.fallback_baseline(gate_figures),
-                "baseline_params": {n: baselines[n]["params"] for n in gate if baselines[n].get("params")}}
-
-    return save_state(paths, "evaluate", _timed(body))
+    return _run(paths, body)
 
 
-def register(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+def register(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> RegisterState:
     """Register tonight's model, apply the gate and choose what the night serves; the alias stays.
 
     The gate: at least as good as the best listable baseline of tonight's split (next-item and
@@ -290,73 +336,80 @@ def register(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
     """
     paths = settings.run_paths(params.dataset, run_date)
 
-    def body() -> dict[str, Any]:
+    def body() -> RegisterState:
         from . import registry
         from .pyfunc import log_pyfunc
 
-        trained, evaluated = load_state(paths, "train"), load_state(paths, "evaluate")
-        client = registry.setup_mlflow(settings.tracking_uri)
-        return registry.register_and_gate(
-            client,
-            registered_model_name(params.dataset),
-            model_uri=None,
-            run_id=trained["mlflow_run_id"],
-            metrics=evaluated["metrics"],
-            run_date=run_date,
-            fingerprint=trained["fingerprint"],
-            dataset=params.dataset,
-            recall_tolerance=params.recall_tolerance,
-            mae_tolerance=params.mae_tolerance,
-            force=params.force_promote,
-            log_model=lambda: log_pyfunc(paths, trained["mlflow_run_id"], settings.tracking_uri),
-            head_to_head=evaluated.get("champion_head_to_head"),
-            baselines={n: evaluated.get("baseline_figures", {})[n] for n in evaluated.get("gate_baselines", [])},
-            baseline_tolerance=params.baseline_tolerance,
-            latest_night=latest_night(settings, params.dataset),
-        )
+        trained, evaluated = TrainState.load(paths), EvaluateState.load(paths)
+        return RegisterState.from_dict(registry.register_and_gate(
+            registry.setup_mlflow(settings.tracking_uri), registered_model_name(params.dataset), model_uri=None,
+            run_id=trained.mlflow_run_id, metrics=evaluated.metrics, run_date=run_date,
+            fingerprint=trained.fingerprint, dataset=params.dataset, recall_tolerance=params.recall_tolerance,
+            mae_tolerance=params.mae_tolerance, force=params.force_promote,
+            log_model=lambda: log_pyfunc(paths, trained.mlflow_run_id, settings.tracking_uri),
+            head_to_head=evaluated.champion_head_to_head, baselines=evaluated.gate_figures(),
+            baseline_tolerance=params.baseline_tolerance, latest_night=latest_night(settings, params.dataset)))
 
-    return save_state(paths, "register", _timed(body))
+    return _run(paths, body)
 
 
-def recorded_serving(register_state: Mapping[str, Any]) -> dict[str, Any]:
-    """The version a night serves, from its register state: ``serving`` when recorded, else (state of an
-    older release) tonight's version when promoted or a backfill, else the champion the gate compared
-    with. Never the alias as it is now: a re-run republishes the night with the model decided for it."""
-    if register_state.get("serving"):
-        return dict(register_state["serving"])
-    own = register_state.get("promoted") or str(register_state.get("reason", "")).startswith("backfill")
-    before = register_state.get("champion_before")
-    version = register_state["version"] if own or before is None else before
-    return {"version": int(version), "baseline": None, "reason": f"v{version} (the night's recorded decision)"}
+def _published_frames(recs: Any, churn: Any, params: RunParams, run_date: dt.date, name: str, version: int,
+                      baseline_recs: Any | None, source: str) -> tuple[Any, Any]:
+    """The rows of ``recommendations`` and ``churn_risk`` as published: the night's keys, the source,
+    the risk bucket and the expected return time; a baseline's lists replace the model's when given."""
+    import pandas as pd
+
+    from .checks import risk_bucket
+    from .warehouse import SOURCE
+
+    common = {"run_date": run_date, "dataset": params.dataset, "model_name": name, "model_version": version}
+    if baseline_recs is not None:
+        recs = baseline_recs.assign(**{**common, "model_version": pd.Series(pd.NA, index=baseline_recs.index,
+                                                                           dtype="Int64")})
+    else:
+        recs = recs.assign(**common)
+    recs[SOURCE] = source
+    churn = churn.assign(**common)
+    churn["risk_bucket"] = risk_bucket(churn["churn_risk"], params.risk_thresholds)
+    churn["expected_return_at"] = pd.to_datetime(churn["last_session_end"], utc=True) + pd.to_timedelta(
+        churn["expected_return_hours"], unit="h")
+    return recs, churn
 
 
-def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+def _write_scores(paths: RunPaths, recs: Any, churn: Any) -> None:
+    from .warehouse import CHURN_COLUMNS, RECOMMENDATION_COLUMNS
+
+    paths.scores.mkdir(parents=True, exist_ok=True)
+    for frame, cols, fname in ((recs, RECOMMENDATION_COLUMNS, "recommendations.parquet"),
+                               (churn, CHURN_COLUMNS, "churn_risk.parquet")):
+        tmp = paths.scores / f".{fname}.tmp"
+        frame[cols].to_parquet(tmp, index=False)
+        os.replace(tmp, paths.scores / fname)
+
+
+def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> ScoreState:
     """Score every user of tonight's split; writes ``<run>/scores/*.parquet``.
 
     The model is the version register chose for this night (``serving.version``, see
-    :func:`recorded_serving`), loaded by version number so a re-run scores with the same one whatever
-    the alias says now. churn_risk always comes from it; recommendations too, unless register chose a
-    baseline (``serving.baseline``): then they are that baseline's next-session lists for every user
-    of the split, ``model_version`` NULL.
+    :meth:`RegisterState.served`), loaded by version number so a re-run scores with the same one
+    whatever the alias says now. churn_risk always comes from it; recommendations too, unless register
+    chose a baseline (``serving.baseline``): then they are that baseline's next-session lists for every
+    user of the split, ``model_version`` NULL.
     """
     paths = settings.run_paths(params.dataset, run_date)
 
-    def body() -> dict[str, Any]:
+    def body() -> ScoreState:
         import mlflow
-        import pandas as pd
 
         from thrnn.io import read_split
         from thrnn.scoring import horizon_column
 
         from . import registry
-        from .checks import risk_bucket
         from .pyfunc import history_from_split
-        from .warehouse import CHURN_COLUMNS, RECOMMENDATION_COLUMNS, SOURCE
 
-        name = registered_model_name(params.dataset)
-        registry.setup_mlflow(settings.tracking_uri)
-        serving = recorded_serving(load_state(paths, "register"))
+        name, serving = registered_model_name(params.dataset), RegisterState.load(paths).served()
         version, baseline = int(serving["version"]), serving.get("baseline")
+        registry.setup_mlflow(settings.tracking_uri)
         wrapper = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
         split = read_split(paths.data)
         recs, churn = wrapper.score(history_from_split(split), run_date=run_date, top_k=params.top_k,
@@ -364,89 +417,78 @@ def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> d
         # the table has three fixed horizon columns; the params choose what they measure
         churn = churn.rename(columns={horizon_column(h): col for h, col in
                                       zip(params.horizons_hours, HORIZON_COLUMNS, strict=True)})
-        common = {"run_date": run_date, "dataset": params.dataset, "model_name": name, "model_version": version}
-        if baseline:
-            evaluated = load_state(paths, "evaluate")
-            from thrnn.baselines.session_aware import baseline_recommendations
+        source = baseline or MODEL_SOURCE.format(model_name=name, version=version)
+        recs, churn = _published_frames(recs, churn, params, run_date, name, version,
+                                        _baseline_lists(paths, split, baseline, params.top_k), source)
+        _write_scores(paths, recs, churn)
+        return ScoreState(scored_with_version=version, users=int(churn["user_key"].nunique()),
+                          recommendation_users=int(recs["user_key"].nunique()), recommendations_source=source,
+                          serving=serving.get("reason", ""), recommendation_rows=len(recs), churn_rows=len(churn),
+                          **wrapper.last_unknown)
 
-            recs = baseline_recommendations(split, baseline, params.top_k,
-                                            evaluated.get("baseline_params", {}).get(baseline))
-            source = baseline
-            recs = recs.assign(**{**common, "model_version": pd.Series(pd.NA, index=recs.index, dtype="Int64")})
-        else:
-            source = MODEL_SOURCE.format(model_name=name, version=version)
-            recs = recs.assign(**common)
-        recs[SOURCE] = source
-        churn = churn.assign(**common)
-        churn["risk_bucket"] = risk_bucket(churn["churn_risk"], params.risk_thresholds)
-        churn["expected_return_at"] = pd.to_datetime(churn["last_session_end"], utc=True) + pd.to_timedelta(
-            churn["expected_return_hours"], unit="h")
-        paths.scores.mkdir(parents=True, exist_ok=True)
-        for frame, cols, fname in ((recs, RECOMMENDATION_COLUMNS, "recommendations.parquet"),
-                                   (churn, CHURN_COLUMNS, "churn_risk.parquet")):
-            tmp = paths.scores / f".{fname}.tmp"
-            frame[cols].to_parquet(tmp, index=False)
-            os.replace(tmp, paths.scores / fname)
-        return {"scored_with_version": version, "users": int(churn["user_key"].nunique()),
-                "recommendation_users": int(recs["user_key"].nunique()), "recommendations_source": source,
-                "serving": serving.get("reason", ""), "recommendation_rows": len(recs), "churn_rows": len(churn),
-                **wrapper.last_unknown}
+    return _run(paths, body)
 
-    return save_state(paths, "score", _timed(body))
+
+def _baseline_lists(paths: RunPaths, split: Any, baseline: str | None, top_k: int) -> Any | None:
+    """The next-session lists of ``baseline`` (with its tuned params of tonight) for every user, or None."""
+    if not baseline:
+        return None
+    from thrnn.baselines.session_aware import baseline_recommendations
+
+    return baseline_recommendations(split, baseline, top_k, EvaluateState.load(paths).baseline_params.get(baseline))
 
 
 def model_run_row(paths: RunPaths, params: RunParams, run_date: dt.date) -> dict[str, Any]:
-    """The ``model_runs`` row of the night, from the tasks' state files."""
+    """The ``model_runs`` row of the night, from the tasks' states."""
     from .warehouse import BASELINE_FIGURE_COLUMNS, BEST_BASELINE, RECOMMENDATIONS_SOURCE
 
     # the split may come from elsewhere (sessionize marked successful by an operator): its time is then unknown
-    ses = load_state(paths, "sessionize") if (paths.state / "sessionize.json").exists() else {"seconds": None}
-    val, trn = load_state(paths, "validate"), load_state(paths, "train")
-    ev, reg, sc = load_state(paths, "evaluate"), load_state(paths, "register"), load_state(paths, "score")
-    m = ev["metrics"]
+    ses = SessionizeState.load(paths) if SessionizeState.exists(paths) else SessionizeState()
+    val, trn = ValidateState.load(paths), TrainState.load(paths)
+    ev, reg, sc = EvaluateState.load(paths), RegisterState.load(paths), ScoreState.load(paths)
     row: dict[str, Any] = {
         "run_date": run_date, "dataset": params.dataset, "model_name": registered_model_name(params.dataset),
-        "model_version": reg["version"], "mlflow_run_id": reg["run_id"],
+        "model_version": reg.version, "mlflow_run_id": reg.run_id,
     }
     for key in GATE_KEYS:
-        row[_mlflow_key(key).replace(".", "_")] = m.get(key)
+        row[_mlflow_key(key).replace(".", "_")] = ev.metrics.get(key)
     row.update(
-        champion_version_before=reg["champion_before"], promoted=bool(reg["promoted"]), decision=reg["reason"],
-        scored_with_version=sc["scored_with_version"], users=val["figures"]["users"],
-        train_events=val["figures"]["train_events"], test_events=val["figures"]["test_events"],
-        recommendation_rows=sc["recommendation_rows"], churn_rows=sc["churn_rows"],
-        sessionize_seconds=ses["seconds"], train_seconds=trn["seconds"], evaluate_seconds=ev["seconds"],
-        score_seconds=sc["seconds"],
+        champion_version_before=reg.champion_before, promoted=bool(reg.promoted), decision=reg.reason,
+        scored_with_version=sc.scored_with_version, users=val.figures["users"],
+        train_events=val.figures["train_events"], test_events=val.figures["test_events"],
+        recommendation_rows=sc.recommendation_rows, churn_rows=sc.churn_rows,
+        sessionize_seconds=ses.seconds, train_seconds=trn.seconds, evaluate_seconds=ev.seconds,
+        score_seconds=sc.seconds,
     )
     # what the night serves, and the baseline a baseline night would serve (best on first-item R@20)
-    model_source = MODEL_SOURCE.format(model_name=row["model_name"], version=sc["scored_with_version"])
-    row[RECOMMENDATIONS_SOURCE] = sc.get("recommendations_source", model_source)
-    row["serving"] = sc.get("serving") or (reg.get("serving") or {}).get("reason")
-    best = ev.get("fallback_baseline")
+    model_source = MODEL_SOURCE.format(model_name=row["model_name"], version=sc.scored_with_version)
+    row[RECOMMENDATIONS_SOURCE] = sc.recommendations_source or model_source
+    row["serving"] = sc.serving or (reg.serving or {}).get("reason")
+    best = ev.fallback_baseline
     row[BEST_BASELINE] = best
-    figures = ev.get("baseline_figures", {}).get(best, {}) if best else {}
+    figures = ev.baseline_figures.get(best, {}) if best else {}
     for key, column in BASELINE_FIGURE_COLUMNS.items():
         row[column] = figures.get(key)
     return row
 
 
-def _check_night(paths: RunPaths, params: RunParams, run_date: dt.date) -> Callable[[Any], dict[str, int]]:
+def _check_night(paths: RunPaths, params: RunParams, run_date: dt.date) -> Callable[[Any], CheckState]:
     """The published-night contract of this night, as a function of a warehouse reader."""
     from .checks import check_published
 
-    scored = load_state(paths, "score")
+    scored = ScoreState.load(paths)
 
-    def verify(wh: Any) -> dict[str, int]:
-        return check_published(wh, params.dataset, run_date,
-                               expected_users=scored["users"], top_k=params.top_k,
-                               risk_thresholds=params.risk_thresholds, horizons_hours=params.horizons_hours,
-                               expected_recommendation_users=scored.get("recommendation_users"),
-                               expected_source=scored.get("recommendations_source"))
+    def verify(wh: Any) -> CheckState:
+        return CheckState(**check_published(
+            wh, params.dataset, run_date, expected_users=scored.users, top_k=params.top_k,
+            risk_thresholds=params.risk_thresholds, horizons_hours=params.horizons_hours,
+            expected_recommendation_users=scored.recommendation_users,
+            expected_source=scored.recommendations_source))
 
     return verify
 
 
-def publish(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+def publish(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> PublishState:
     """Replace the night in the warehouse (recommendations, churn_risk, model_runs) in one transaction.
 
     The night's contract (:func:`check`'s) runs inside the transaction before the commit: a night
@@ -454,7 +496,7 @@ def publish(settings: PipelineSettings, params: RunParams, run_date: dt.date) ->
     """
     paths = settings.run_paths(params.dataset, run_date)
 
-    def body() -> dict[str, Any]:
+    def body() -> PublishState:
         import pandas as pd
 
         from . import warehouse as W
@@ -464,56 +506,86 @@ def publish(settings: PipelineSettings, params: RunParams, run_date: dt.date) ->
             W.CHURN_RISK: pd.read_parquet(paths.scores / "churn_risk.parquet"),
             W.MODEL_RUNS: pd.DataFrame([model_run_row(paths, params, run_date)], columns=W.MODEL_RUN_COLUMNS),
         }
-        wh = W.connect(settings.warehouse)
-        counts = wh.publish(params.dataset, run_date, frames, verify=_check_night(paths, params, run_date))
-        return {"warehouse": settings.to_dict()["warehouse_url"], "rows": counts}
+        counts = W.connect(settings.warehouse).publish(params.dataset, run_date, frames,
+                                                       verify=_check_night(paths, params, run_date))
+        return PublishState(warehouse=settings.to_dict()["warehouse_url"], rows=counts)
 
-    return save_state(paths, "publish", _timed(body))
+    return _run(paths, body)
 
 
-def check(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+def check(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> CheckState:
     """Re-read the published night and check counts, ranges, one row set per user and its source."""
     paths = settings.run_paths(params.dataset, run_date)
 
-    def body() -> dict[str, Any]:
+    def body() -> CheckState:
         from . import warehouse as W
 
         return _check_night(paths, params, run_date)(W.connect(settings.warehouse))
 
-    return save_state(paths, "check", _timed(body))
+    return _run(paths, body)
 
 
-def promote(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+def promote(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> PromoteState:
     """The night's last task: move ``champion`` to the night's candidate once the night is published and
     checked. No candidate, a backfill (a later night is published) or a champion that moved since the
     gate: the alias stays (``registry.promote_candidate``)."""
     paths = settings.run_paths(params.dataset, run_date)
 
-    def body() -> dict[str, Any]:
+    def body() -> PromoteState:
         from . import registry
 
-        published = paths.state / "publish.json"
-        checked = paths.state / "check.json"
+        published, checked = PublishState.path(paths), CheckState.path(paths)
         if not published.exists() or not checked.exists() or checked.stat().st_mtime < published.stat().st_mtime:
             raise RuntimeError(f"{paths.root}: publish and then check must succeed before promote")
-        reg = load_state(paths, "register")
-        candidate = reg.get("candidate", reg["version"] if reg.get("promoted") else None)
-        if candidate is None:
-            return {"moved": False, "candidate": None, "reason": "no candidate: the gate kept the champion"}
-        client = registry.setup_mlflow(settings.tracking_uri)
-        out = registry.promote_candidate(client, registered_model_name(params.dataset), version=int(candidate),
-                                         run_date=run_date, champion_before=reg.get("champion_before"),
-                                         latest_night=latest_night(settings, params.dataset))
+        reg = RegisterState.load(paths)
+        if reg.candidate is None:
+            return PromoteState(moved=False, candidate=None, reason="no candidate: the gate kept the champion")
+        out = registry.promote_candidate(
+            registry.setup_mlflow(settings.tracking_uri), registered_model_name(params.dataset),
+            version=int(reg.candidate), run_date=run_date, champion_before=reg.champion_before,
+            latest_night=latest_night(settings, params.dataset))
         log.info("promote %s: %s", run_date, out["reason"])
-        return {"candidate": int(candidate), **out}
+        return PromoteState(candidate=int(reg.candidate), **out)
 
-    return save_state(paths, "promote", _timed(body))
-
-
-DEFAULT_HORIZONS = (24.0, 168.0, 720.0)  # the published columns' names say 1 d / 7 d / 30 d
+    return _run(paths, body)
 
 
-def backtest(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> dict[str, Any]:
+def _backtest_skip(settings: PipelineSettings, params: RunParams, past: dt.date) -> tuple[str, Any]:
+    """(why the backtest is skipped or "", the churn_risk rows published for ``past``)."""
+    if not params.backtest_days:
+        return "param backtest_days is 0 (off)", None
+    if tuple(params.horizons_hours) != DEFAULT_HORIZONS:
+        return (f"horizons {list(params.horizons_hours)} are not the columns' 1 d / 7 d / 30 d; the backtest "
+                "reads them as such"), None
+    from . import warehouse as W
+
+    rows = W.connect(settings.warehouse).read_night("churn_risk", params.dataset, past)
+    return (f"no churn_risk rows were published for {params.dataset} {past}" if rows.empty else ""), rows
+
+
+def _backtest_figures(result: Mapping[str, Any], past: dt.date) -> dict[str, Any]:
+    model = result["model"]
+    return {"published_date": past.isoformat(), "users": result["users_scored"],
+            "auc_no_return_30d": model["auc_no_return_30d"], "mae_hours": model["mae_hours"],
+            **{f"{k}_{lab}": h[k] for lab, h in model["horizons"].items()
+               for k in ("brier", "ece", "base_rate", "mean_p")}}
+
+
+def _log_backtest(settings: PipelineSettings, run_id: str | None, figures: Mapping[str, Any], out: Path) -> None:
+    import mlflow
+
+    from . import registry
+
+    if not run_id:
+        return
+    registry.setup_mlflow(settings.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"backtest.{k}": float(v) for k, v in figures.items()
+                            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)})
+        mlflow.log_artifacts(str(out), "backtest")
+
+
+def backtest(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> BacktestState:
     """Off unless the param ``backtest_days`` N is > 0: the ``churn_risk`` rows published for night
     D - N against tonight's sessionized data, which holds every event up to the end of D
     (:func:`thrnn.backtest.backtest_published`). ``backtest.json``, ``backtest.md`` and
@@ -521,44 +593,23 @@ def backtest(settings: PipelineSettings, params: RunParams, run_date: dt.date) -
     says how to read them. Skipped, with the reason, when there is no such night."""
     paths = settings.run_paths(params.dataset, run_date)
 
-    def body() -> dict[str, Any]:
-        if not params.backtest_days:
-            return {"skipped": True, "reason": "param backtest_days is 0 (off)"}
-        if tuple(params.horizons_hours) != DEFAULT_HORIZONS:
-            return {"skipped": True, "reason": f"horizons {list(params.horizons_hours)} are not the columns' "
-                                               "1 d / 7 d / 30 d; the backtest reads them as such"}
-        import mlflow
-
+    def body() -> BacktestState:
         from thrnn.backtest import backtest_published, write_outputs
         from thrnn.io import read_split
         from thrnn.scoring import run_date_end
 
-        from . import registry
-        from . import warehouse as W
-
         past = run_date - dt.timedelta(days=params.backtest_days)
-        rows = W.connect(settings.warehouse).read_night("churn_risk", params.dataset, past)
-        if rows.empty:
-            return {"skipped": True, "reason": f"no churn_risk rows were published for {params.dataset} {past}"}
+        reason, rows = _backtest_skip(settings, params, past)
+        if reason:
+            return BacktestState(skipped=True, reason=reason)
         result = backtest_published(rows, read_split(paths.data), past, run_date_end(run_date),
                                     risk_thresholds=tuple(params.risk_thresholds))
         result.update(name=f"{params.dataset} as published", run_dir=f"churn_risk rows of {past}",
                       baselines=result.get("baselines") or {})
-        out = paths.root / "backtest"
-        write_outputs(result, out)
-        model = result["model"]
-        figures = {"published_date": past.isoformat(), "users": result["users_scored"],
-                   "auc_no_return_30d": model["auc_no_return_30d"], "mae_hours": model["mae_hours"],
-                   **{f"{k}_{lab}": h[k] for lab, h in model["horizons"].items() for k in ("brier", "ece", "base_rate",
-                                                                                         "mean_p")}}
-        run_id = load_state(paths, "train").get("mlflow_run_id")
-        if run_id:
-            registry.setup_mlflow(settings.tracking_uri)
-            with mlflow.start_run(run_id=run_id):
-                mlflow.log_metrics({f"backtest.{k}": float(v) for k, v in figures.items()
-                                    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)})
-                mlflow.log_artifacts(str(out), "backtest")
+        write_outputs(result, paths.root / "backtest")
+        figures = _backtest_figures(result, past)
+        _log_backtest(settings, TrainState.load(paths).mlflow_run_id, figures, paths.root / "backtest")
         log.info("backtest of the night %s: %s", past, figures)
-        return figures
+        return BacktestState(figures=figures)
 
-    return save_state(paths, "backtest", _timed(body))
+    return _run(paths, body)
