@@ -10,9 +10,7 @@ Recall@20; night 2 (``baseline_tolerance`` 1) lets the model past the baselines.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import sys
 
 import pandas as pd
 import pytest
@@ -40,25 +38,21 @@ def nightly(airflow_db, spark, tmp_path_factory):
     home = tmp_path_factory.mktemp("thrnn-home")
     raw = home / "raw" / "lastfm.tsv"
     generate("lastfm", 2500, raw, seed=3, users=20, start="2025-12-01", days=31)
-    old = {k: os.environ.get(k) for k in ("THRNN_HOME", "THRNN_DEVICE", "THRNN_SPARK_CONF", "THRNN_TASK_RETRIES")}
     # no retries: a failing task fails the test at once instead of after minutes of back-off
-    os.environ.update({"THRNN_HOME": str(home), "THRNN_DEVICE": "cpu", "THRNN_TASK_RETRIES": "0",
-                       "THRNN_SPARK_CONF": "spark.sql.shuffle.partitions=2,spark.default.parallelism=2"})
-    sys.path.insert(0, str(DAGS))
-    try:
-        import thrnn_nightly
+    env = {"THRNN_HOME": str(home), "THRNN_DEVICE": "cpu", "THRNN_TASK_RETRIES": "0",
+           "THRNN_SPARK_CONF": "spark.sql.shuffle.partitions=2,spark.default.parallelism=2"}
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the function-scoped monkeypatch cannot serve
+        for k, v in env.items():
+            mp.setenv(k, v)
+        mp.syspath_prepend(str(DAGS))
+        try:
+            import thrnn_nightly
 
-        yield thrnn_nightly.thrnn_nightly(), home, raw
-    finally:
-        sys.path.remove(str(DAGS))
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        import mlflow
+            yield thrnn_nightly.thrnn_nightly(), home, raw
+        finally:
+            import mlflow
 
-        mlflow.set_tracking_uri(None)
+            mlflow.set_tracking_uri(None)
 
 
 def _run(dag, day: dt.date, conf: dict, **kw):

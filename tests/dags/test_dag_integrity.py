@@ -12,14 +12,11 @@ import pytest
 
 from thrnn.config import PRESETS
 from thrnn.pipeline.params import PARAM_SPECS, TRAIN_PARAMS, train_param_spec
+from thrnn.pipeline.settings import PipelineSettings
 
 from .conftest import AIRFLOW_ENV, DAGS, REPO
 
 pytestmark = pytest.mark.airflow  # parses the DAG with Airflow
-
-CHAIN = ["sessionize", "validate", "train", "evaluate", "register", "score", "publish", "check", "promote",
-         "backtest"]
-
 
 @pytest.fixture(scope="module")
 def dagbag():
@@ -41,23 +38,31 @@ def test_dag_folder_imports_without_errors(dagbag):
 
 
 def test_schedule_and_policy(dag):
-    assert dag.catchup is False
-    assert dag.max_active_runs == 1
-    assert dag.schedule == "0 2 * * *"
-    assert dag.timetable.expression == "0 2 * * *"
-    assert set(dag.tags) == {"thrnn", "recommendations", "churn", "nightly"}
-    assert dag.doc_md and "thrnn_nightly" in dag.doc_md
+    # once a day at a fixed time; nights never overlap and past nights run only when asked for
+    minute, hour, *rest = dag.timetable.expression.split()
+    assert minute.isdigit() and hour.isdigit() and rest == ["*", "*", "*"], dag.timetable.expression
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.doc_md and dag.dag_id in dag.doc_md
+    # every task retries as the deployment settings say, with a growing back-off
+    settings = PipelineSettings.from_env()
     for t in dag.tasks:
-        assert t.retries == 2, t.task_id
-        assert t.retry_exponential_backoff
-        assert t.retry_delay == timedelta(minutes=2)
+        assert t.retries == settings.retries, t.task_id
+        assert t.retry_exponential_backoff and t.retry_delay == timedelta(seconds=settings.retry_delay), t.task_id
 
 
-def test_task_graph_is_the_nightly_chain(dag):
-    assert sorted(dag.task_ids) == sorted(CHAIN)
-    for up, down in zip(CHAIN, CHAIN[1:], strict=False):
-        assert dag.get_task(up).downstream_task_ids == {down}
-    assert dag.get_task("backtest").downstream_task_ids == set()
+def test_task_graph_is_one_chain_of_the_task_functions(dag):
+    """Each task is the function of thrnn.pipeline.tasks of its name, handing its state (thrnn.pipeline.states)
+    to the next, in one chain from the first task to the last."""
+    from thrnn.pipeline import tasks
+    from thrnn.pipeline.states import STATES
+
+    assert set(dag.task_ids) == set(STATES) and all(callable(getattr(tasks, t)) for t in dag.task_ids)
+    (first,) = [t for t in dag.tasks if not t.upstream_task_ids]
+    chain = [first.task_id]
+    while dag.get_task(chain[-1]).downstream_task_ids:
+        (nxt,) = dag.get_task(chain[-1]).downstream_task_ids
+        chain.append(nxt)
+    assert chain == list(STATES)  # every task once, in the order the states are handed on
 
 
 def test_every_param_has_type_title_description(dag):

@@ -1,7 +1,8 @@
 """The pandas reference (``contract.reference``) against the Spark job: whole tables, quarantine rows and
 stats.json equal on slices of the real excerpts and on generated data with every malformed kind the
-generator makes, and the parsers equal line by line on the malformed kinds it cannot make
-(docs/design.md §2, §3)."""
+generator makes (each quarantined with its reason, as many as the generator wrote), the parsers equal
+line by line on the malformed kinds it cannot make, and the benchmark's wrapper of the reference on the
+hand-worked case (docs/design.md §2, §3)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,8 @@ from contract import constants as K
 from contract import reference as R
 from contract.rules import EventsOptions, events_layout
 from jobs.sessionize import run
-from tests.conftest import shared_file
-from tests.jobs.helpers import synthesize
+from tests.conftest import REPO_ROOT, shared_file, synthesize
 from thrnn.io import read_split
-
-pytestmark = pytest.mark.spark
 
 
 def assert_same_as_job(out_dir, stats: dict, ref: R.Output) -> None:
@@ -41,6 +39,7 @@ def head_of(src, dst, lines: int):
     return dst
 
 
+@pytest.mark.spark
 @pytest.mark.realdata
 @pytest.mark.parametrize(
     ("relative", "fmt", "lines", "options"),
@@ -58,6 +57,7 @@ def test_reference_equals_the_job_on_real_excerpts(spark, tmp_path, relative, fm
     assert_same_as_job(tmp_path / "out", stats, R.sessionize_files(fmt, [str(path)], **options))
 
 
+@pytest.mark.spark
 @pytest.mark.parametrize("fmt", K.TEXT_LOG_FORMATS)
 def test_reference_equals_the_job_on_generated_data_with_every_malformed_kind(spark, tmp_path, fmt):
     path, summary = synthesize(tmp_path, fmt, events=3000, malformed=0.05, seed=11)
@@ -75,7 +75,11 @@ def test_reference_equals_the_job_on_generated_data_with_every_malformed_kind(sp
     options = {"max_bad_fraction": 0.1, "run_date": run_date.isoformat()}
     stats = run(spark, fmt, inputs, tmp_path / "out", **options)
     assert {k for k, v in stats["quarantine_reasons"].items() if v} == set(kinds)
-    assert stats["excluded_after_run_date"] > 0
+    assert stats["raw_rows"] == summary["lines"] + 500 and stats["excluded_after_run_date"] > 0
+    # every malformed line of the generated file is quarantined, with the kind the generator gave it
+    quarantine = pq.read_table(tmp_path / "out" / C.QUARANTINE_DIR).to_pandas()
+    generated = quarantine[quarantine[C.SOURCE_FILE].str.endswith(path.name)]
+    assert generated[C.REASON].value_counts().to_dict() == kinds
     assert_same_as_job(tmp_path / "out", stats, R.sessionize_files(fmt, inputs, **options))
 
 
@@ -105,6 +109,7 @@ def parse_with_spark(spark, lines: list[str], layout) -> list[tuple]:
     return [(r[C.REASON], r[S.USER_KEY_RAW], r[S.ITEM_KEY_RAW], r[S.ITEM_NAME_RAW], r[S.TS_US]) for r in rows]
 
 
+@pytest.mark.spark
 @pytest.mark.parametrize("layout_name", ["lastfm", "reddit", "events"])
 def test_reference_parser_equals_the_jobs_parser(spark, layout_name):
     if layout_name == "lastfm":
@@ -124,3 +129,19 @@ def test_reference_parser_equals_the_jobs_parser(spark, layout_name):
 def test_reference_refuses_what_it_does_not_cover(tmp_path):
     with pytest.raises(ValueError, match="Spark-only"):
         R.sessionize_files("events", [str(tmp_path / "x.parquet")])
+
+
+def test_bench_wrapper_on_the_hand_worked_lastfm_case(tmp_path):
+    """``bench/sessionize_pandas.py`` (the reference behind the benchmark) gives the hand-worked figures."""
+    import importlib.util
+
+    from tests.jobs.test_sessionize_job import FILE0, FILE1, expected_stats  # the golden case, no Spark
+
+    spec = importlib.util.spec_from_file_location("bench_sessionize_pandas", REPO_ROOT / "bench" / "sessionize_pandas.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    first, second = tmp_path / "first.tsv", tmp_path / "second.tsv"
+    first.write_bytes(b"\n".join(FILE0) + b"\n")
+    second.write_bytes(b"\n".join(FILE1) + b"\n")
+    stats = bench.sessionize_pandas("lastfm", [str(first), str(second)], run_date="2009-01-04")
+    assert {k: stats[k] for k in C.STATS_KEYS} == expected_stats()

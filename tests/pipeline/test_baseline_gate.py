@@ -25,7 +25,7 @@ from thrnn.pipeline.params import validate_params
 from thrnn.pipeline.settings import PipelineSettings
 from thrnn.pipeline.states import STATES
 
-from .helpers import night_frames
+from .conftest import GATE_CONF, GATE_DATASET, gate_sessions, night_frames
 
 H = 3600.0
 T0 = 1_700_000_000.0
@@ -298,34 +298,8 @@ def test_check_holds_the_source_to_the_night(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ real nights
-DATASET = "gate"
+DATASET, CONF = GATE_DATASET, GATE_CONF
 D1, D2, D3 = dt.date(2026, 3, 1), dt.date(2026, 3, 2), dt.date(2026, 3, 3)
-# a deliberately weak model (no personal-history mixture, one epoch, tiny embeddings)
-CONF = {"dataset": DATASET, "format": "lastfm", "epochs": 1, "item_embedding": 8, "user_embedding": 4,
-        "gap_embedding": 3, "batch_size": 16, "mixture": False, "top_k": 5, "seed": 1}
-
-
-def _sessions(users: int = 40, sessions: int = 8, pool: int = 12, seed: int = 0) -> dict:
-    """Every session of user u starts with the user's own item u + 1, then 1-4 items of a shared pool.
-
-    The user's history predicts the first item (the personal baselines reach first-item Recall@20 of
-    1), global transitions out of a pool item hardly do, and a one-epoch model neither.
-    """
-    rng = np.random.default_rng(seed)
-    out = {}
-    for u in range(users):
-        t = T0 + u * 997.0
-        user = []
-        for _ in range(sessions):
-            seq = [u + 1]
-            for _ in range(int(rng.integers(1, 5))):
-                seq.append(int(rng.choice([i for i in range(users + 1, users + pool + 1) if i != seq[-1]])))
-            user.append([(i, t + 90.0 * j) for j, i in enumerate(seq)])
-            t += float(round(rng.uniform(8, 60) * H))
-        out[u] = user
-    used = sorted({i for user in out.values() for sess in user for i, _ in sess})
-    dense = {item: k + 1 for k, item in enumerate(used)}  # item ids must be exactly 1..N
-    return {u: [[(dense[i], ts) for i, ts in sess] for sess in user] for u, user in out.items()}
 
 
 def _night(settings: PipelineSettings, conf: dict, day: dt.date) -> dict:
@@ -345,7 +319,7 @@ def nights(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("gate-home")
     settings = PipelineSettings.from_env({"THRNN_HOME": str(home), "THRNN_DEVICE": "cpu"})
-    split_from_sessions(_sessions(), settings.run_paths(DATASET, D1).data)
+    split_from_sessions(gate_sessions(), settings.run_paths(DATASET, D1).data)
     for day in (D2, D3):
         shutil.copytree(settings.run_paths(DATASET, D1).data, settings.run_paths(DATASET, day).data)
     try:

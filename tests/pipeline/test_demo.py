@@ -5,13 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import pytest
-
 from thrnn.pipeline import demo
 from thrnn.pipeline import warehouse as W
 from thrnn.pipeline.settings import PipelineSettings
 
-from .helpers import night_frames
+from .conftest import night_frames
 
 FIRST = dt.date(2026, 2, 15)
 
@@ -44,13 +42,3 @@ def test_airflow_env_points_at_the_repo_dags_and_a_sqlite_db(tmp_path):
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path}/airflow/airflow.db"
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(demo.REPO / "dags")
     assert env["THRNN_HOME"] == str(tmp_path)
-
-
-def test_help_documents_every_option(capsys):
-    with pytest.raises(SystemExit) as done:
-        demo.main(["--help"])
-    assert done.value.code == 0
-    out = capsys.readouterr().out
-    for option in ("--events", "--users", "--days", "--first-night", "--run-date", "--epochs", "--seed",
-                   "--item-embedding"):
-        assert option in out

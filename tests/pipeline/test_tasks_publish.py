@@ -13,7 +13,7 @@ from thrnn.pipeline.checks import ContractError
 from thrnn.pipeline.params import validate_params
 from thrnn.pipeline.settings import PipelineSettings
 
-from .helpers import night_frames
+from .conftest import night_frames
 
 D = dt.date(2026, 2, 1)
 METRICS = {"recall@5": 0.1, "recall@10": 0.2, "recall@20": 0.3, "mrr@5": 0.05, "mrr@10": 0.06, "mrr@20": 0.07,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.thrnn.test_data import tiny_sessions
+from tests.conftest import tiny_sessions
 from thrnn.io import split_from_sessions
 from thrnn.launch import torchrun_command
 from thrnn.pipeline import tasks

@@ -12,7 +12,7 @@ import pytest
 from thrnn.pipeline import warehouse as W
 from thrnn.pipeline.checks import ContractError, check_published
 
-from .helpers import night_frames
+from .conftest import night_frames
 
 D1, D2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
 

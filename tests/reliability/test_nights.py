@@ -15,7 +15,9 @@ from typing import TypeVar
 import pandas as pd
 import pytest
 
-from tests.pipeline.test_baseline_gate import CONF, DATASET, _sessions
+from tests.pipeline.conftest import GATE_CONF as CONF
+from tests.pipeline.conftest import GATE_DATASET as DATASET
+from tests.pipeline.conftest import gate_sessions
 from thrnn.io import split_from_sessions
 from thrnn.pipeline import registry as R
 from thrnn.pipeline import tasks
@@ -80,7 +82,7 @@ def home(tmp_path_factory):
 
     settings = PipelineSettings.from_env({"THRNN_HOME": str(tmp_path_factory.mktemp("nights")),
                                           "THRNN_DEVICE": "cpu"})
-    split_from_sessions(_sessions(), settings.run_paths(DATASET, D1).data)
+    split_from_sessions(gate_sessions(), settings.run_paths(DATASET, D1).data)
     for day in (D0, D2):
         shutil.copytree(settings.run_paths(DATASET, D1).data, settings.run_paths(DATASET, day).data)
     try:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.thrnn.test_data import tiny_split
+from tests.conftest import tiny_split
 from thrnn.config import TrainConfig, config_for
 from thrnn.data import load_sessions
 from thrnn.pipeline.params import ParamError, validate_params

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.thrnn.test_data import tiny_split
+from tests.conftest import tiny_split
 from thrnn.checkpoint import CHECKPOINT_FILE, MODEL_FILE, load_checkpoint
 
 pytestmark = pytest.mark.slow  # two training subprocesses

@@ -14,7 +14,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from tests.pipeline.helpers import night_frames
+from tests.pipeline.conftest import night_frames
 from thrnn.pipeline import warehouse as W
 from thrnn.pipeline.checks import ContractError, check_published
 
@@ -27,7 +27,7 @@ D1, D2, D3 = dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)
 KILLED_PUBLISHER = """
 import datetime as dt, os, signal, sys
 sys.path.insert(0, {repo!r})
-from tests.pipeline.helpers import night_frames
+from tests.pipeline.conftest import night_frames
 from thrnn.pipeline import warehouse as W
 def die(run):
     run("CREATE TABLE half_done AS SELECT 1 AS x", [])  # not checkpointed: a WAL exists
@@ -189,7 +189,7 @@ def test_a_full_disk_fails_the_publish_and_keeps_the_night(tiny_fs):
 KILLED_PG_PUBLISHER = """
 import datetime as dt, os, signal, sys
 sys.path.insert(0, {repo!r})
-from tests.pipeline.helpers import night_frames
+from tests.pipeline.conftest import night_frames
 from thrnn.pipeline import warehouse as W
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)

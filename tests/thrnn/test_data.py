@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from contract import columns as C
+from tests.conftest import T0, H, tiny_split
 from thrnn.data import (
     HistoryState,
     SessionData,
@@ -21,32 +22,6 @@ from thrnn.data import (
 from thrnn.io import Split, split_from_sessions
 
 torch.set_num_threads(1)
-
-H = 3600.0
-T0 = 1_200_000_000.0  # 2008-01-10
-
-
-def tiny_sessions(n_users: int = 6, n_items: int = 12, seed: int = 0, max_sessions: int = 8
-                  ) -> dict[int, list[list[tuple[int, float]]]]:
-    """Random users with 3..max_sessions sessions of 2..6 events, gaps of 2..200 h."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for u in range(n_users):
-        t = T0 + u * 1000.0
-        sessions = []
-        for _ in range(int(rng.integers(3, max_sessions + 1))):
-            t += float(rng.uniform(2, 200)) * H
-            length = int(rng.integers(2, 7))
-            items = rng.integers(1, n_items + 1, size=length)
-            sessions.append([(int(i), t + 60.0 * k) for k, i in enumerate(items)])
-            t = sessions[-1][-1][1]
-        out[u] = sessions
-    return out
-
-
-def tiny_split(tmp_path=None, **kw) -> Split:
-    return split_from_sessions(tiny_sessions(**kw), tmp_path)
-
 
 def test_load_sessions_exact_tensors():
     sessions = {

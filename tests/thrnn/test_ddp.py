@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.thrnn.test_data import T0, H
+from tests.conftest import T0, H
 from thrnn.checkpoint import load_checkpoint
 from thrnn.config import TrainConfig, config_for
 from thrnn.data import load_sessions

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.thrnn.test_data import tiny_split
+from tests.conftest import tiny_split
 from tests.thrnn.test_inference import _inter
 from thrnn.checkpoint import load_run
 from thrnn.config import config_for

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from contract import columns as C
-from tests.thrnn.test_data import T0, H, tiny_split
+from tests.conftest import T0, H, tiny_split
 from thrnn import time_model as tm
 from thrnn.checkpoint import load_run
 from thrnn.config import config_for

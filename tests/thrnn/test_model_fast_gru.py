@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from tests.thrnn.test_data import tiny_split
+from tests.conftest import tiny_split
 from thrnn.config import config_for
 from thrnn.data import HistoryState, load_sessions, user_parallel_batches
 from thrnn.models import build_model

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tests.thrnn.test_data import T0, H, tiny_split
+from tests.conftest import T0, H, tiny_split
 from thrnn.checkpoint import load_run
 from thrnn.config import config_for
 from thrnn.data import load_sessions

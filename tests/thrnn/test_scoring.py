@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -13,7 +11,7 @@ import pytest
 import torch
 
 from contract import columns as C
-from tests.thrnn.test_data import tiny_split
+from tests.conftest import tiny_split
 from tests.thrnn.test_inference import _reference
 from thrnn.checkpoint import load_run
 from thrnn.config import config_for
@@ -114,9 +112,10 @@ def test_score_cli_writes_both_tables(tmp_path):
     split = tiny_split(split_dir)
     cfg = config_for("paper-lastfm", "thrnn", item_embedding=8, epochs=1, device="cpu")
     train_sessions(load_sessions(split), tmp_path / "run", cfg, progress=False)
-    subprocess.run([sys.executable, "-m", "thrnn", "score", "--data", str(split_dir), "--run", str(tmp_path / "run"),
-                    "--run-date", "2009-01-01", "--out", str(tmp_path / "out"), "--top-k", "3", "--device", "cpu"],
-                   check=True, capture_output=True)
+    from thrnn.__main__ import main  # the command line, in this process (no second torch import)
+
+    assert main(["score", "--data", str(split_dir), "--run", str(tmp_path / "run"), "--run-date", "2009-01-01",
+                 "--out", str(tmp_path / "out"), "--top-k", "3", "--device", "cpu"]) == 0
     recs = pd.read_parquet(tmp_path / "out" / "recommendations.parquet")
     churn = pd.read_parquet(tmp_path / "out" / "churn.parquet")
     assert len(recs) == 3 * split.n_users and len(churn) == split.n_users
