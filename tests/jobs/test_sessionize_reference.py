@@ -135,7 +135,7 @@ def test_bench_wrapper_on_the_hand_worked_lastfm_case(tmp_path):
     """``bench/sessionize_pandas.py`` (the reference behind the benchmark) gives the hand-worked figures."""
     import importlib.util
 
-    from tests.jobs.test_sessionize_job import FILE0, FILE1, expected_stats  # the golden case, no Spark
+    from tests.jobs.conftest import FILE0, FILE1, expected_stats  # the hand-worked case
 
     spec = importlib.util.spec_from_file_location("bench_sessionize_pandas", REPO_ROOT / "bench" / "sessionize_pandas.py")
     bench = importlib.util.module_from_spec(spec)

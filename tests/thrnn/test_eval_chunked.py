@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tests.conftest import tiny_split
-from tests.thrnn.test_inference import _inter
+from tests.thrnn.conftest import reference_inter as _inter
 from thrnn.checkpoint import load_run
 from thrnn.config import config_for
 from thrnn.data import load_sessions

@@ -8,13 +8,13 @@ import torch
 
 from contract import columns as C
 from tests.conftest import T0, H, tiny_split
+from tests.thrnn.conftest import reference_replay as _reference
 from thrnn import time_model as tm
 from thrnn.checkpoint import load_run
 from thrnn.config import config_for
 from thrnn.data import load_sessions, read_jodie_tsv, sessionize_frame
 from thrnn.inference import predict_test
 from thrnn.io import Split, split_from_sessions
-from thrnn.metrics import ranks_from_scores
 from thrnn.train import train_sessions
 
 torch.set_num_threads(1)
@@ -30,48 +30,6 @@ def trained(tmp_path_factory):
     train_sessions(load_sessions(split), run, cfg, progress=False)
     model, cfg = load_run(run)
     return model, cfg, split
-
-
-def _inter(model, cfg, u, fifo):
-    if not model.inter:
-        return torch.zeros(model.hidden)
-    hist = fifo[-cfg.history_sessions:] or [(torch.zeros(model.hidden), 0)]
-    x = torch.stack([h for h, _ in hist])[None]
-    if model.context:
-        b = torch.tensor([[bk for _, bk in hist]])
-        x = torch.cat([x, model.gap_emb(b), model.user_emb(torch.tensor([u]))[:, None].expand(-1, len(hist), -1)], 2)
-    return model.inter_gru(x)[0][0, -1]
-
-
-@torch.no_grad()
-def _reference(model, cfg, data, final=None):
-    """One user and one session at a time, unpacked GRUs, an explicit list as the FIFO.
-
-    ``final``, when a dict, receives per user the inter state after the last session ("h") and the
-    intra output after the last session's last item ("last_out").
-    """
-    ranks, first, a_values = [], [], []
-    buckets = data.gap_buckets(cfg.n_gap_buckets, cfg.gap_upper_hours)
-    for u in range(data.n_users):
-        fifo = []
-        for r in (data.users == u).nonzero().squeeze(1).tolist():
-            n = int(data.lengths[r])
-            items = data.items[r, :n]
-            h = _inter(model, cfg, u, fifo)
-            outs = model.intra_gru(model.item_emb(items)[None], h[None, None])[0][0]
-            if bool(data.is_test[r]) and model.temporal:
-                scores = model.full_scores(model.out(outs[: n - 1]))
-                ranks.extend(ranks_from_scores(scores, items[1:]).tolist())
-                if not bool(data.is_continuation[r]):
-                    first.extend(ranks_from_scores(model.full_scores(model.first_out(h[None])), items[:1]).tolist())
-                if bool(data.time_mask[r]) and not model.lognormal:
-                    a_values.append(float(model.time_head(h[None])))
-            fifo.append((outs[n - 2], int(buckets[r])))
-            if final is not None:
-                final[u] = {"last_out": outs[n - 1], "h": None}
-        if final is not None and u in final:
-            final[u]["h"] = _inter(model, cfg, u, fifo)
-    return np.array(ranks), np.array(first), torch.tensor(a_values, dtype=torch.float64)
 
 
 def test_predictions_match_a_per_user_reference_loop(trained):

@@ -12,7 +12,7 @@ import torch
 
 from contract import columns as C
 from tests.conftest import tiny_split
-from tests.thrnn.test_inference import _reference
+from tests.thrnn.conftest import reference_replay as _reference
 from thrnn.checkpoint import load_run
 from thrnn.config import config_for
 from thrnn.data import load_sessions
