@@ -228,6 +228,18 @@ def test_airflow_and_mlflow_keep_their_state_in_postgresql(cluster, night):
                             (f"thrnn-{DATASET}",)).fetchall() == [("champion", 1)]
 
 
+def test_a_second_start_on_its_folder_is_refused_and_leaves_it_running(cluster, night):
+    from thrnn.pipeline.cluster import Cluster, ClusterError, _processes_of
+
+    before = sorted(p.pid for p in _processes_of(cluster.layout.root))
+    second = Cluster(cluster.layout.root, echo=None)
+    with pytest.raises(ClusterError, match="already runs"):
+        second.start()
+    assert second.stop() == []
+    assert sorted(p.pid for p in _processes_of(cluster.layout.root)) == before
+    assert _get_json(f"{cluster.airflow_url}/api/v2/monitor/health")[0] == 200
+
+
 def test_the_cluster_stops_with_every_process(cluster, night):
     from thrnn.pipeline.cluster import _processes_of
 

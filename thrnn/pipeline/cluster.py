@@ -55,7 +55,7 @@ GPU_QUEUE = "gpu"
 GPU_POOL = "gpu"
 GPU_POOL_SLOTS = 1
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-# Names the MLflow server answers to (its Host-header check, on by default since MLflow 3.5): the
+# Names the MLflow server answers to (its Host-header check is on by default in the pinned MLflow): the
 # compose service name for the Airflow containers, localhost for the published port.
 MLFLOW_ALLOWED_HOSTS = "mlflow,mlflow:5000,localhost,localhost:5000"
 SPARK_MASTER_COMMAND = ("org.apache.spark.deploy.master.Master",)
@@ -63,7 +63,8 @@ SPARK_WORKER_COMMAND = ("org.apache.spark.deploy.worker.Worker",)
 # The tracking server sends no usage telemetry (a server usually has no internet access either).
 MLFLOW_SERVER_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 START_TIMEOUT_S = 240.0
-STOP_GRACE_S = 20.0
+DEFAULT_STOP_GRACE_S = 20.0
+MLFLOW_STOP_GRACE_S = 5.0  # its job consumers (huey) outlived SIGTERM by over 20 s here; they hold no state
 KILL_GRACE_S = 5.0
 # Environment of the compose file that is set per host here (addresses, folders, sizes, the schedule);
 # everything else of the Airflow services' environment is the same name with the same meaning.
@@ -201,6 +202,7 @@ class Service:
     one_shot: bool = False  # airflow-init: runs to completion before the services after it start
     as_postgres: bool = False  # PostgreSQL refuses to run as root
     stop_signal: int = signal.SIGTERM  # to the whole group; PostgreSQL: SIGINT to the postmaster (fast shutdown)
+    stop_grace: float = DEFAULT_STOP_GRACE_S  # seconds between the stop signal and SIGKILL
     # the part of argv after the program that is the compose file's command, for tests/cluster/test_compose.py
     compose_command: tuple[str, ...] = ()
 
@@ -292,11 +294,11 @@ def topology(layout: Layout, ports: Ports, sec: Secrets, options: Options) -> li
         Service("mlflow", (
             str(BIN / "mlflow"), *mlflow_cmd, "--host", HOST, "--port", str(ports.mlflow), "--workers", "1",
         ), {**common, **MLFLOW_SERVER_ENV}, f"http://{HOST}:{ports.mlflow}", after=("postgres",),
-            compose_command=mlflow_cmd),
+            stop_grace=MLFLOW_STOP_GRACE_S, compose_command=mlflow_cmd),
         # the compose file's commands; where they listen comes from the variables Spark's scripts read
         Service("spark-master", (spark_class, *SPARK_MASTER_COMMAND), {
             **common, "SPARK_MASTER_HOST": HOST, "SPARK_MASTER_PORT": str(ports.spark_master),
-            "SPARK_MASTER_WEBUI_PORT": str(ports.spark_master_ui)},
+            "SPARK_MASTER_WEBUI_PORT": str(ports.spark_master_ui), "SPARK_LOCAL_DIRS": str(layout.spark / "local")},
             f"{master_url}  UI http://{HOST}:{ports.spark_master_ui}", compose_command=SPARK_MASTER_COMMAND),
         Service("spark-worker", (spark_class, *SPARK_WORKER_COMMAND, master_url), {
             **common, "SPARK_WORKER_CORES": str(options.spark_worker_cores),
@@ -505,13 +507,14 @@ def _leader_alive(pid: int, created: float) -> bool:
 
 
 def stop_processes(root: Path, leaders: Mapping[int, float], signals: Mapping[int, int] | None = None,
-                   databases: tuple[int, ...] = ()) -> list[int]:
+                   databases: tuple[int, ...] = (), graces: Mapping[int, float] | None = None) -> list[int]:
     """Stops every process of the cluster at ``root``; returns the pids that needed SIGKILL.
 
     ``leaders``: pid -> start time of each service's first process (each leads its own process group).
-    The services go first, each group with its stop signal (``signals``, default SIGTERM), then the
-    databases they were using (``databases``: the postmaster's and redis' pids), then anything of the
-    cluster still alive (found by its marker) is killed.
+    The services go first, each group with its stop signal (``signals``, default SIGTERM) and, after its
+    grace (``graces``, default 20 s), SIGKILL; then the databases they were using (``databases``: the
+    postmaster's and redis' pids) the same way; then anything of the cluster still alive (found by its
+    marker, e.g. a process that left its group) is killed.
     """
     import psutil
 
@@ -529,13 +532,24 @@ def stop_processes(root: Path, leaders: Mapping[int, float], signals: Mapping[in
                     os.kill(pid, sig)  # the postmaster: fast shutdown, it stops its own backends
                 else:
                     os.killpg(pid, sig)
-        procs = [p for p in _processes_of(root, phase) if phase is dbs or _pgid(p) not in db_groups]
-        alive = _wait_gone(procs, STOP_GRACE_S)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-                killed.append(p.pid)
-        _wait_gone(alive, KILL_GRACE_S)
+        groups = {p: _pgid(p) for p in _processes_of(root, phase)}
+        procs = {p: g for p, g in groups.items() if phase is dbs or g not in db_groups}
+        started = time.monotonic()
+        longest = max([(graces or {}).get(g, DEFAULT_STOP_GRACE_S) for g in procs.values()], default=0.0)
+        while True:
+            alive = [p for p in procs if _running(p)]
+            waited = time.monotonic() - started
+            if not alive:
+                break
+            for p in alive:
+                if waited >= (graces or {}).get(procs[p], DEFAULT_STOP_GRACE_S) or waited >= longest:
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
+                        killed.append(p.pid)
+            if waited >= longest:
+                break
+            time.sleep(0.2)
+        _wait_gone([p for p in procs if _running(p)], KILL_GRACE_S)
     rest = _processes_of(root, leaders)  # anything that escaped its group
     for p in rest:
         with contextlib.suppress(psutil.Error):
@@ -643,8 +657,9 @@ class Cluster:
                 if self._is_ready(st):
                     del waiting[name]
                     ready.add(name)
-                    what = "done" if st.service.one_shot else "ready" if self._has_check(st) else "started"
-                    self.echo(f"[cluster] {name:<22} {what} in {time.monotonic() - st.spawned:4.0f} s  {st.service.url}")
+                    took = f"in {time.monotonic() - st.spawned:4.0f} s"
+                    what = f"done {took}" if st.service.one_shot else f"ready {took}" if self._has_check(st) else "started"
+                    self.echo(f"[cluster] {name:<22} {what:<14} {st.service.url}")
                 elif time.monotonic() > deadline:
                     raise ClusterError(f"{name} not ready within {deadline - st.spawned:.0f} s; log {st.log}:\n"
                                        f"{_tail(st.log)}")
@@ -759,17 +774,16 @@ class Cluster:
 
     # --- stop
     def stop(self) -> list[int]:
-        """Stops every process of the cluster (also those of an earlier start of this state folder)."""
+        """Stops every process this cluster started (and any process carrying its marker); returns the pids
+        that needed SIGKILL. Does nothing when it started nothing: a start refused because a cluster already
+        runs on the folder must leave that cluster alone (``make cluster-down`` stops it)."""
+        if not self.started:
+            return []
         leaders = {st.proc.pid: st.created for st in self.started}
-        recorded = _read_state(self.layout)
-        for entry in recorded.get("services", []):
-            leaders.setdefault(int(entry["pid"]), float(entry["created"]))
         signals = {st.proc.pid: st.service.stop_signal for st in self.started}
-        for entry in recorded.get("services", []):
-            signals.setdefault(int(entry["pid"]), int(entry.get("stop_signal", signal.SIGTERM)))
-        databases = tuple(st.proc.pid for st in self.started if st.service.name in ("postgres", "redis")) + tuple(
-            int(e["pid"]) for e in recorded.get("services", []) if e["name"] in ("postgres", "redis"))
-        killed = stop_processes(self.layout.root, leaders, signals, databases)
+        databases = tuple(st.proc.pid for st in self.started if st.service.name in ("postgres", "redis"))
+        graces = {st.proc.pid: st.service.stop_grace for st in self.started}
+        killed = stop_processes(self.layout.root, leaders, signals, databases, graces)
         for st in self.started:
             with contextlib.suppress(Exception):
                 st.proc.wait(timeout=1)
@@ -783,7 +797,9 @@ class Cluster:
             "root": str(self.layout.root),
             "ports": self.ports.__dict__,
             "services": [{"name": st.service.name, "pid": st.proc.pid, "created": st.created,
-                          "stop_signal": int(st.service.stop_signal), "log": str(st.log), "url": st.service.url}
+                          "one_shot": st.service.one_shot,
+                          "stop_signal": int(st.service.stop_signal), "stop_grace": st.service.stop_grace,
+                          "log": str(st.log), "url": st.service.url}
                          for st in self.started],
         }
         tmp = self.layout.state_file.with_suffix(".tmp")
@@ -865,7 +881,8 @@ def main(argv: list[str] | None = None) -> int:
         signals = {int(e["pid"]): int(e.get("stop_signal", signal.SIGTERM)) for e in recorded.get("services", [])}
         dbs = tuple(int(e["pid"]) for e in recorded.get("services", []) if e["name"] in ("postgres", "redis"))
         print(f"[cluster] stopping the cluster on {layout.root} ...", flush=True)
-        killed = stop_processes(layout.root, leaders, signals, dbs)
+        graces = {int(e["pid"]): float(e.get("stop_grace", DEFAULT_STOP_GRACE_S)) for e in recorded["services"]}
+        killed = stop_processes(layout.root, leaders, signals, dbs, graces)
         layout.state_file.unlink(missing_ok=True)
         left = _processes_of(layout.root)
         if killed:
@@ -880,11 +897,13 @@ def main(argv: list[str] | None = None) -> int:
         leaders = {int(e["pid"]): float(e["created"]) for e in recorded.get("services", [])}
         alive = {p.pid for p in _processes_of(layout.root, leaders)}
         if not recorded:
-            print(f"[cluster] nothing runs on {layout.root}")
+            print(f"[cluster] nothing runs on {layout.root}", flush=True)
             return 1
+        down = [e["name"] for e in recorded["services"] if e["pid"] not in alive and not e.get("one_shot")]
         for e in recorded["services"]:
-            print(f"  {e['name']:<22} pid {e['pid']:<8} {'up  ' if e['pid'] in alive else 'DOWN'} {e['url']}")
-        return 0
+            state = "up  " if e["pid"] in alive else "done" if e.get("one_shot") else "DOWN"
+            print(f"  {e['name']:<22} pid {e['pid']:<8} {state} {e['url']}")
+        return 1 if down else 0
     extra = {}
     for item in args.env:
         key, sep, value = item.partition("=")
@@ -895,8 +914,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster.start()
     except BaseException as err:
-        print(f"[cluster] start failed, stopping what had started: {err}", file=sys.stderr, flush=True)
-        cluster.stop()
+        print(f"[cluster] not started: {err}", file=sys.stderr, flush=True)
+        if cluster.started:
+            print("[cluster] stopping what had started ...", file=sys.stderr, flush=True)
+            cluster.stop()
         return 1
     print("[cluster] running in the background; stop it with: make cluster-down", flush=True)
     return 0
