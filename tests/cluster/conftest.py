@@ -39,5 +39,7 @@ def cluster(tmp_path_factory):
         "THRNN_SPARK_CONF": "spark.sql.shuffle.partitions=4",
     })
     state = tmp_path_factory.mktemp("cluster")
-    with Cluster(state, options, echo=print) as running:  # stopped with every process, also on failure
+    # stopped with every process on leaving the block, also on failure; and by its watcher if this
+    # process dies first (a hard timeout)
+    with Cluster(state, options, echo=print, stop_with_caller=True) as running:
         yield running

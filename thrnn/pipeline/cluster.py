@@ -584,7 +584,11 @@ class Cluster:
     """The services of the compose file as local processes; ``with Cluster(folder) as c:`` stops them all."""
 
     def __init__(self, state: Path | str, options: Options | None = None, ports: Ports | None = None,
-                 echo: Callable[[str], None] | None = print) -> None:
+                 echo: Callable[[str], None] | None = print, stop_with_caller: bool = False) -> None:
+        """``stop_with_caller``: a watcher process stops the cluster when this process ends without doing
+        so (killed, or a test run's hard timeout), so no cluster outlives the tests that started it."""
+        self.stop_with_caller = stop_with_caller
+        self._watcher: subprocess.Popen | None = None
         self.layout = Layout(Path(state))
         self.options = options or Options()
         self.ports = ports or Ports.free()
@@ -645,6 +649,8 @@ class Cluster:
         if problems:
             raise ClusterError("cannot start the cluster: " + "; ".join(problems))
         self._prepare()
+        if self.stop_with_caller:
+            self._start_watcher()
         t0 = time.monotonic()
         pending = list(self.services)
         waiting: dict[str, tuple[Started, float]] = {}  # started, not ready yet: (process, its deadline)
@@ -778,6 +784,7 @@ class Cluster:
         that needed SIGKILL. Does nothing when it started nothing: a start refused because a cluster already
         runs on the folder must leave that cluster alone (``make cluster-down`` stops it)."""
         if not self.started:
+            self._stop_watcher()
             return []
         leaders = {st.proc.pid: st.created for st in self.started}
         signals = {st.proc.pid: st.service.stop_signal for st in self.started}
@@ -789,7 +796,26 @@ class Cluster:
                 st.proc.wait(timeout=1)
         self.started.clear()
         self.layout.state_file.unlink(missing_ok=True)
+        self._stop_watcher()
         return killed
+
+    def _start_watcher(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        argv = [sys.executable, "-m", "thrnn.pipeline.cluster", "watch", "--state", str(self.layout.root),
+                "--owner", f"{me.pid}:{me.create_time()}"]
+        env = {k: v for k, v in os.environ.items() if k != MARKER}
+        with open(self.layout.log("watch"), "ab") as fh:
+            self._watcher = subprocess.Popen(argv, env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _stop_watcher(self) -> None:
+        if self._watcher is not None and self._watcher.poll() is None:
+            self._watcher.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._watcher.wait(10)
+        self._watcher = None
 
     # --- the state file (for `down` from another shell)
     def _record(self) -> None:
@@ -846,10 +872,27 @@ def _redacted(argv: tuple[str, ...], sec: Secrets) -> list[str]:
     return [a.replace(sec.postgres_password, "***") for a in argv]
 
 
+def _recorded_leaders(layout: Layout) -> dict[int, float]:
+    return {int(e["pid"]): float(e["created"]) for e in _read_state(layout).get("services", [])}
+
+
+def stop_recorded(layout: Layout) -> tuple[list[int], list[int]]:
+    """Stops the cluster recorded in the state folder (from any process); (pids killed, pids left)."""
+    recorded = _read_state(layout).get("services", [])
+    signals = {int(e["pid"]): int(e.get("stop_signal", signal.SIGTERM)) for e in recorded}
+    graces = {int(e["pid"]): float(e.get("stop_grace", DEFAULT_STOP_GRACE_S)) for e in recorded}
+    dbs = tuple(int(e["pid"]) for e in recorded if e["name"] in ("postgres", "redis"))
+    killed = stop_processes(layout.root, _recorded_leaders(layout), signals, dbs, graces)
+    layout.state_file.unlink(missing_ok=True)
+    return killed, [p.pid for p in _processes_of(layout.root)]
+
+
 # ------------------------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m thrnn.pipeline.cluster", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["up", "down", "status"])
+    p.add_argument("command", choices=["up", "down", "status", "watch"],
+                   help="watch: stop the cluster once the process --owner PID:START_TIME has ended (internal)")
+    p.add_argument("--owner", default=None, help=argparse.SUPPRESS)
     p.add_argument("--state", type=Path, default=None,
                    help="state folder (default $THRNN_CLUSTER_DIR, else $THRNN_HOME/cluster, else ./var/cluster)")
     p.add_argument("--scheduled", action="store_true",
@@ -872,25 +915,28 @@ def main(argv: list[str] | None = None) -> int:
     state = (args.state or default_state()).resolve()
     layout = Layout(state)
     if args.command == "down":
-        recorded = _read_state(layout)
-        leaders = {int(e["pid"]): float(e["created"]) for e in recorded.get("services", [])}
-        if not _processes_of(layout.root, leaders):
+        if not _processes_of(layout.root, _recorded_leaders(layout)):
             print(f"[cluster] nothing runs on {layout.root}")
             layout.state_file.unlink(missing_ok=True)
             return 0
-        signals = {int(e["pid"]): int(e.get("stop_signal", signal.SIGTERM)) for e in recorded.get("services", [])}
-        dbs = tuple(int(e["pid"]) for e in recorded.get("services", []) if e["name"] in ("postgres", "redis"))
         print(f"[cluster] stopping the cluster on {layout.root} ...", flush=True)
-        graces = {int(e["pid"]): float(e.get("stop_grace", DEFAULT_STOP_GRACE_S)) for e in recorded["services"]}
-        killed = stop_processes(layout.root, leaders, signals, dbs, graces)
-        layout.state_file.unlink(missing_ok=True)
-        left = _processes_of(layout.root)
+        killed, left = stop_recorded(layout)
         if killed:
             print(f"[cluster] killed processes that ignored SIGTERM: {killed}")
         if left:
-            print(f"[cluster] still running: {[p.pid for p in left]}", file=sys.stderr)
+            print(f"[cluster] still running: {left}", file=sys.stderr)
             return 1
         print("[cluster] stopped; state kept (remove the folder to start afresh)")
+        return 0
+    if args.command == "watch":
+        pid, _, created = (args.owner or "").partition(":")
+        while _leader_alive(int(pid), float(created)):
+            time.sleep(1.0)
+        if layout.state_file.exists():  # the owner ended without stopping its cluster
+            print(f"[cluster] {dt.datetime.now().isoformat(timespec='seconds')} owner {pid} gone; stopping "
+                  f"the cluster on {layout.root}", flush=True)
+            killed, left = stop_recorded(layout)
+            print(f"[cluster] stopped (killed {killed}, left {left})", flush=True)
         return 0
     if args.command == "status":
         recorded = _read_state(layout)
