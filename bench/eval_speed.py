@@ -65,6 +65,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     """One measurement with the ``thrnn`` found on ``sys.path`` (PYTHONPATH picks the checkout)."""
     import pandas as pd
     import torch
+    import torch._dynamo  # noqa: F401  (imported on first use by the recalibration's LBFGS: seconds, once a process)
 
     import thrnn
     from thrnn.config import config_for

@@ -141,8 +141,11 @@ class ChunkScorer:
         self.max_rows = -(-rows // _ROW_TILE) * _ROW_TILE  # a multiple of the tile height
         self.blocked_cols = torch.nonzero(blocked[1:self.n + 1].to(self.device)).squeeze(1)
         dt = model.item_emb.weight.dtype
-        # the logits, then (mixture) the probabilities in place: softmax writes each element after reading it
+        # the logits, then (mixture) the probabilities in place on CPU (its softmax writes each element
+        # after reading it: equal bit for bit, tested); a buffer of their own elsewhere
         self._logits = torch.empty(self.max_rows, self.n, dtype=dt, device=self.device)
+        self._probs = (torch.empty(self.max_rows, self.n, device=self.device)
+                       if self.personal is not None and self.device.type != "cpu" else None)
         self._mask = torch.empty(self.max_rows, min(self.n, _COUNT_COLUMNS), dtype=torch.bool, device=self.device)
 
     def scores(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, *, first: bool) -> torch.Tensor:
@@ -166,7 +169,8 @@ class ChunkScorer:
         comps, mass = self.personal.sparse(t, users, first, self.n + 1, device=self.device)
         gate = model.first_gate if first else model.next_gate
         pi = gate(x, torch.cat([mass, mass.new_zeros(pad, mass.shape[1])]))[:n_rows].float().exp()
-        scores = torch.softmax(logits, dim=1, out=logits).mul_(pi[:, :1])
+        probs = logits if self._probs is None else self._probs[:n_rows]
+        scores = torch.softmax(logits, dim=1, out=probs).mul_(pi[:, :1])
         # the components' weighted sum at the (row, item) entries where any of them has mass, compacted
         at, slot = torch.unique(torch.cat([rows * self.n + (items - 1) for rows, items, _ in comps]),
                                 return_inverse=True)
@@ -187,9 +191,11 @@ class ChunkScorer:
         targets = targets.to(self.device).long()
         if targets.numel() and int(targets.min()) < 1:
             raise ValueError("targets must be item ids >= 1 (0 is padding)")
+        rows = states.shape[0]
+        if rows == 0:
+            return torch.zeros(0, dtype=torch.long, device=self.device)
         scores = self.scores(states, t, users, first=first)
         own = scores.gather(1, (targets - 1)[:, None])
-        rows = scores.shape[0]
         count = torch.zeros(rows, dtype=torch.int32, device=self.device)
         for c in range(0, self.n, _COUNT_COLUMNS):
             block = scores[:, c:c + _COUNT_COLUMNS]
@@ -209,6 +215,7 @@ class ChunkScorer:
         """(values, item ids), both (T, min(k, N)): the best items by score, equal scores by item id."""
         values, columns = top_k(self.scores(states, t, users, first=first), k)
         return values, columns + 1
+
 
 class _RankQueue:
     """Targets waiting to be ranked, in arrival order: replay batches add them, full chunks of
