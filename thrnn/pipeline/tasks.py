@@ -399,24 +399,9 @@ def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> S
     paths = settings.run_paths(params.dataset, run_date)
 
     def body() -> ScoreState:
-        import mlflow
-
-        from thrnn.io import read_split
-        from thrnn.scoring import horizon_column
-
-        from . import registry
-        from .pyfunc import history_from_split
-
         name, serving = registered_model_name(params.dataset), RegisterState.load(paths).served()
         version, baseline = int(serving["version"]), serving.get("baseline")
-        registry.setup_mlflow(settings.tracking_uri)
-        wrapper = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
-        split = read_split(paths.data)
-        recs, churn = wrapper.score(history_from_split(split), run_date=run_date, top_k=params.top_k,
-                                    horizons_hours=params.horizons_hours)
-        # the table has three fixed horizon columns; the params choose what they measure
-        churn = churn.rename(columns={horizon_column(h): col for h, col in
-                                      zip(params.horizons_hours, HORIZON_COLUMNS, strict=True)})
+        wrapper, split, recs, churn = _model_scores(settings, params, run_date, paths, name, version)
         source = baseline or MODEL_SOURCE.format(model_name=name, version=version)
         recs, churn = _published_frames(recs, churn, params, run_date, name, version,
                                         _baseline_lists(paths, split, baseline, params.top_k), source)
@@ -427,6 +412,28 @@ def score(settings: PipelineSettings, params: RunParams, run_date: dt.date) -> S
                           **wrapper.last_unknown)
 
     return _run(paths, body)
+
+
+def _model_scores(settings: PipelineSettings, params: RunParams, run_date: dt.date, paths: RunPaths, name: str,
+                  version: int) -> tuple[Any, Any, Any, Any]:
+    """(pyfunc wrapper, split, recommendations, churn) of registered ``version`` on tonight's split, the
+    churn horizons renamed to the table's three fixed columns (the params choose what they measure)."""
+    import mlflow
+
+    from thrnn.io import read_split
+    from thrnn.scoring import horizon_column
+
+    from . import registry
+    from .pyfunc import history_from_split
+
+    registry.setup_mlflow(settings.tracking_uri)
+    wrapper = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+    split = read_split(paths.data)
+    recs, churn = wrapper.score(history_from_split(split), run_date=run_date, top_k=params.top_k,
+                                horizons_hours=params.horizons_hours)
+    churn = churn.rename(columns={horizon_column(h): col for h, col in
+                                  zip(params.horizons_hours, HORIZON_COLUMNS, strict=True)})
+    return wrapper, split, recs, churn
 
 
 def _baseline_lists(paths: RunPaths, split: Any, baseline: str | None, top_k: int) -> Any | None:
