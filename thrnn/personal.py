@@ -316,23 +316,28 @@ class PersonalHistory:
             q_mass = np.bincount(q_rows, q_w * table.total[q_items], minlength=n_t)
             mass[:, k] = torch.from_numpy(np.where(known > 0, q_mass, 0.0)).float()
         out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        for r, items_k, v in parts:
-            keep = (items_k > 0) & (items_k < n_columns)
-            out.append((torch.from_numpy(r[keep]).to(dev), torch.from_numpy(items_k[keep].astype(np.int64)).to(dev),
-                        torch.from_numpy(v[keep]).float().to(dev)))
+        for r, items_k, v in parts:  # the count tables hold real items (>= 1) of the split's catalogue
+            if n_columns <= self.n_items:
+                keep = items_k < n_columns
+                r, items_k, v = r[keep], items_k[keep], v[keep]
+            out.append((torch.from_numpy(r).to(dev), torch.from_numpy(items_k).to(dev).long(),
+                        torch.from_numpy(v).float().to(dev)))
         items, weights = self._weights(t_cpu.to(dev), ustart.to(dev))
         # Each window item's value is the float32 sum of its window entries in window order, as the dense
         # scatter_add_ makes it: entries are summed into the column of the item's first entry in the window.
         first_pos = _first_occurrence(items)
         lead = (first_pos == torch.arange(items.shape[1], device=dev)) & (items > 0) & (items < n_columns)
-        for k, w in enumerate(weights, start=3):
-            m = w.sum(1)
-            v = torch.zeros(items.shape, dtype=torch.float32, device=dev)
-            v.scatter_add_(1, first_pos, (w / m.clamp(min=1e-300)[:, None]).float())
-            sel = lead & (v != 0)
-            rows_k = sel.nonzero()
-            out.append((rows_k[:, 0], items[sel], v[sel]))
-            mass[:, k] = m.float().cpu()
+        m = torch.stack([w.sum(1) for w in weights])  # (4, T): each window component's mass
+        values = torch.stack(weights) / m.clamp(min=1e-300)[:, :, None]
+        v = torch.zeros(values.shape, dtype=torch.float32, device=dev)
+        v.scatter_add_(2, first_pos.expand_as(v).contiguous(), values.float())
+        sel = lead & (v != 0)
+        comp, rows_w, cols_w = sel.nonzero(as_tuple=True)  # component-major
+        sizes = torch.bincount(comp, minlength=len(weights)).tolist()
+        for rows_k, items_k, v_k in zip(rows_w.split(sizes), items[rows_w, cols_w].split(sizes), v[sel].split(sizes),
+                                        strict=True):
+            out.append((rows_k, items_k, v_k))
+        mass[:, 3:] = m.t().float().cpu()
         return out, mass.to(dev)
 
 
