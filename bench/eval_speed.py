@@ -23,7 +23,7 @@ machine only such ratios are results. The 1-minute load average is recorded at e
 
     .venv/bin/python bench/eval_speed.py --repeats 3                           # this checkout
     .venv/bin/python bench/eval_speed.py --repeats 3 --compare-src /tmp/base   # A/B
-    .venv/bin/python bench/eval_speed.py --tiny --out bench/results/tmp/eval_speed_tiny.json
+    .venv/bin/python bench/eval_speed.py --tiny                                # smoke run, bench/results/tmp/
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-src", default=None,
                    help="another checkout's root (holding thrnn/): measured interleaved with this one")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke run: 5k items, 60 users, 1 repeat")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval_speed.json"), help="result JSON")
+    p.add_argument("--out", default=None,
+                   help="result JSON (default bench/results/eval_speed.json; with --tiny bench/results/tmp/)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--split-dir", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -179,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = load_average()
     if args.tiny:
         args.items, args.users, args.events, args.repeats = 5_000, 60, 20_000, 1
+    results_dir = ROOT / "bench" / "results"
+    args.out = args.out or str(results_dir / "tmp" / "eval_speed_tiny.json" if args.tiny else results_dir / "eval_speed.json")
     threads = [int(t) for t in str(args.threads).split(",") if t]
     sides = {"this": None} if not args.compare_src else {"this": None, "compare": args.compare_src}
     results: dict[str, Any] = {
