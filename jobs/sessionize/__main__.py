@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -117,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--log-level", default="INFO", help="Python logging level")
     parser.add_argument(
+        "--metrics", default=None, metavar="FILE",
+        help="write the run's Spark job count and per-phase seconds and jobs to this JSON file",
+    )  # fmt: skip
+    parser.add_argument(
         "--spark-log", default=None, metavar="FILE",
         help="file for Spark's own (JVM) log when this command starts Spark; default: a file in the "
         "temporary folder, removed after a successful run and named in the error otherwise",
@@ -191,9 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
-    from jobs.spark import build_spark  # starts a JVM: only after the arguments are known to be good
+    # starts a JVM: only after the arguments are known to be good
+    from jobs.spark import batch_conf, build_spark, input_bytes
 
     conf = dict(args.conf)
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):  # this process starts the JVM: settings sized to the input
+        conf = {**batch_conf(input_bytes(args.inputs)), **conf}
     spark_log = None
     if not os.environ.get("PYSPARK_GATEWAY_PORT"):  # not under spark-submit: this process starts the JVM
         spark_log = Path(args.spark_log or Path(tempfile.gettempdir()) / f"thrnn-sessionize-{os.getpid()}.spark.log")
@@ -201,13 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         if not sys.stderr.isatty():  # the progress bar is for terminals; in a log it is noise
             conf.setdefault("spark.ui.showConsoleProgress", "false")
     logger = logging.getLogger("jobs.sessionize")
+    t0 = time.monotonic()
     spark = build_spark("thrnn-sessionize", master=args.master, conf=conf)
     where = f" (Spark's log: {spark_log})" if spark_log is not None else ""
+    metrics: dict = {"session_start_seconds": round(time.monotonic() - t0, 3)}
     try:
         stats = run(
             spark, args.format, args.inputs, args.output,
             session_gap_seconds=args.session_gap_seconds, run_date=args.run_date,
-            max_bad_fraction=args.max_bad_fraction, rules=rules, **format_options,
+            max_bad_fraction=args.max_bad_fraction, rules=rules, metrics=metrics, **format_options,
         )  # fmt: skip
     except (InputError, ValueError) as exc:
         logger.error("%s%s", exc, where)
@@ -220,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     if spark_log is not None and args.spark_log is None:  # a default log of a good run is not kept
         for path in (spark_log, spark_log.with_name(spark_log.name + ".log4j2.properties")):
             path.unlink(missing_ok=True)
+    if args.metrics:
+        Path(args.metrics).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     json.dump(stats, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
     return 0

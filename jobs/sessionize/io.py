@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import pyarrow.parquet as pq
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -248,6 +249,16 @@ def local_path(path: str | os.PathLike[str]) -> Path:
 
 def write_parquet(df: DataFrame, path: Path) -> None:
     df.write.mode("overwrite").parquet(str(path))
+
+
+def read_parquet(spark: SparkSession, path: Path, schema: StructType) -> DataFrame:
+    """A Parquet folder this job wrote, read with its known schema (Spark runs no job to infer one)."""
+    return spark.read.schema(schema).parquet(str(path))
+
+
+def parquet_rows(path: Path) -> int:
+    """Rows of a local Parquet folder, from the files' footers (no Spark job)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(path.glob("*.parquet")))
 
 
 def write_empty(spark: SparkSession, schema: StructType, path: Path) -> None:

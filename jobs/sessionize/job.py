@@ -11,17 +11,19 @@ import datetime as dt
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from contract import columns as C
-from contract.constants import DEFAULT_GAP_SECONDS, FORMATS, REASONS
+from contract.constants import DEFAULT_GAP_SECONDS, FORMATS
 from contract.rules import EventsOptions, SessionizeError, check_headers, events_layout, run_settings
 from jobs import schemas as S
 from jobs.sessionize import io
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REDDIT_HEADER = ",".join(S.REDDIT_COLUMNS)
 SPLIT_COL = "_split"
+WORK_DIR = "_work"  # intermediate Parquet inside the staging folder, removed before the swap
 
 
 def _resolve_input_format(options: EventsOptions, inputs: list[str]) -> str:
@@ -106,6 +109,7 @@ def run(
     run_date: str | dt.date | None = None,
     max_bad_fraction: float = 0.01,
     rules: T.SessionRules | None = None,
+    metrics: dict[str, Any] | None = None,
     **format_options: Any,
 ) -> dict[str, Any]:
     """Sessionize ``inputs`` of format ``fmt`` into ``output`` (docs/design.md §3.3); return the stats.
@@ -118,6 +122,8 @@ def run(
     :param max_bad_fraction: fail when more than this fraction of the raw rows is quarantined.
     :param rules: the other sessionization rules (L, min lengths, train fraction); default: the
         documented ones (docs/design.md §3.1).
+    :param metrics: when given, filled with ``spark_jobs`` (the Spark jobs the run triggered) and
+        ``phases`` (seconds and Spark jobs of each step); nothing of it goes into stats.json.
     :param format_options: :class:`EventsOptions` fields for the ``events`` format.
     :raises SessionizeError: too many bad rows, nothing left, or accounting that does not add up.
     """
@@ -142,7 +148,7 @@ def run(
     log.info("sessionize %s %s -> %s (gap %.0f s, run date %s)", fmt, inputs, out, gap, day)
 
     try:
-        return _run(spark, fmt, inputs, out, day, gap, rules, options, max_bad_fraction, started)
+        return _run(spark, fmt, inputs, out, day, gap, rules, options, max_bad_fraction, started, metrics)
     except Exception as exc:
         if isinstance(exc, (io.InputError, io.OutputError, SessionizeError)):
             raise
@@ -157,96 +163,128 @@ def run(
 def _run(
     spark: SparkSession, fmt: str, inputs: list[str], out: Path, day: dt.date | None, gap: float,
     rules: T.SessionRules, options: EventsOptions, max_bad_fraction: float, started: float,
+    metrics: dict[str, Any] | None,
 ) -> dict[str, Any]:
     progress = _Progress(spark)
-    with io.staging_dir(out) as staging:
-        work = staging / "_work"
-        with progress.phase("parse"):  # 1-2. parse once into Parquet; line numbers from the stored rows
-            parsed, files, has_header = _parse(spark, fmt, inputs, options)
-            io.write_parquet(parsed, work / "parsed")
-            parsed = spark.read.parquet(str(work / "parsed"))
-            # One small row per file split, collected: the joins below then broadcast a local table.
-            sizes = [tuple(r) for r in T.block_sizes(parsed).collect()]
-            if any(size[0] is None for size in sizes):  # a file path Spark reports differently than it lists
-                raise io.InputError(
-                    f"could not match the rows read to the input files {[f.uri for f in files]}"
-                )
-            numbered = T.number_rows(parsed, T.block_offsets(sizes))
-            if has_header:
-                numbered = numbered.where(F.col(C.LINE_NUMBER) > 1)
-        with progress.phase("check bad rows"):  # 3. run-date cut-off and the bad-row gate, before heavy work
-            marked = T.mark_excluded(numbered, _end_of_day_us(day) if day else None)
-            counts = _row_counts(marked)
-            log.info("%d raw rows: %d quarantined %s, %d after the run date", counts["raw_rows"],
-                     counts["quarantined_rows"], {k: v for k, v in counts["quarantine_reasons"].items() if v},
-                     counts["excluded_after_run_date"])  # fmt: skip
-            _check_bad_fraction(counts, max_bad_fraction, marked, files, day)
-        with progress.phase("write quarantine"):
-            source = T.lookup(io.source_files(files), F.col(S.FILE_IDX)).alias(C.SOURCE_FILE)
-            quarantine = marked.where(F.col(C.REASON).isNotNull()).select("*", source)
-            io.write_parquet(
-                quarantine.repartition(1).sortWithinPartitions(S.SEQ).select(*C.QUARANTINE_COLUMNS),
-                staging / C.QUARANTINE_DIR,
-            )
-        with progress.phase("sessionize"):  # 4. the rules, once, stored with every event's fate
-            valid = marked.where(F.col(C.REASON).isNull() & ~F.col(T.EXCLUDED))
-            labeled = T.sessionize(valid.select(S.USER_KEY_RAW, S.ITEM_KEY_RAW, S.TS_US, S.SEQ), rules)
-            io.write_parquet(labeled, work / "labeled")
-            labeled = spark.read.parquet(str(work / "labeled"))
-        with progress.phase("write users and items"):  # 5. ids (small: cached for writes, joins, counts)
-            kept = labeled.where(F.col(T.FATE) == T.KEPT)
-            users = T.build_users(kept).cache()
-            io.write_parquet(
-                users.select(*C.USER_COLUMNS).coalesce(1).sortWithinPartitions(C.USER_ID),
-                staging / C.USERS_DIR,
-            )
-            names = T.item_names(valid.select(S.ITEM_KEY_RAW, S.ITEM_NAME_RAW, S.TS_US, S.SEQ))
-            items = T.build_items(kept, names).cache()
-            io.write_parquet(items.coalesce(1).sortWithinPartitions(C.ITEM_ID), staging / C.ITEMS_DIR)
-        with progress.phase("write train and test"):
-            _write_events(spark, T.build_events(kept, users, items), staging, work)
-        with progress.phase("stats"):
-            stats = _stats(counts, labeled, n_items=items.count())
-        for df in (users, items):
+    cached: list[DataFrame] = []
+    try:
+        with io.staging_dir(out) as staging:
+            stats = _phases(spark, fmt, inputs, staging, day, gap, rules, options, max_bad_fraction, progress,
+                            cached)  # fmt: skip
+            stats.update(elapsed_seconds=round(time.monotonic() - started, 3))
+            io.write_stats(stats, staging / C.STATS_FILE)
+    finally:
+        for df in cached:
             df.unpersist()
-        stats.update(run_settings(fmt, inputs, len(files), day, max_bad_fraction, rules, options, gap),
-                     elapsed_seconds=round(time.monotonic() - started, 3))
-        io.write_stats(stats, staging / C.STATS_FILE)
-        shutil.rmtree(work)
-    log.info("sessionize done in %.1f s: %s", time.monotonic() - started,
+        progress.close()
+        if metrics is not None:
+            metrics.update(progress.metrics())
+    log.info("sessionize done in %.1f s (%d Spark jobs): %s", time.monotonic() - started, progress.jobs,
              {k: stats[k] for k in ("users", "sessions", "events", "items")})  # fmt: skip
     return stats
 
 
+def _phases(
+    spark: SparkSession, fmt: str, inputs: list[str], staging: Path, day: dt.date | None, gap: float,
+    rules: T.SessionRules, options: EventsOptions, max_bad_fraction: float, progress: _Progress,
+    cached: list[DataFrame],
+) -> dict[str, Any]:
+    """The job's steps. Large intermediates read more than once are stored as Parquet in the staging
+    folder (parsed once, windows run once; cheaper than Spark's cache here), small ones cached (and
+    listed in ``cached``)."""
+
+    def cache(df: DataFrame) -> DataFrame:
+        cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return df
+
+    def stored(df: DataFrame, name: str) -> DataFrame:
+        io.write_parquet(df, staging / WORK_DIR / name)
+        return io.read_parquet(spark, staging / WORK_DIR / name, df.schema)  # schema given: no inference job
+
+    with progress.phase("parse and count"):  # 1-3. parse once; line numbers and counts in one pass
+        parsed, files, has_header = _parse(spark, fmt, inputs, options)
+        marked = stored(T.mark_excluded(parsed, _end_of_day_us(day) if day else None), "parsed")
+        summary = [tuple(r) for r in T.row_summary(marked).collect()]
+        if any(row[0] is None for row in summary):  # a file path Spark reports differently than it lists
+            raise io.InputError(f"could not match the rows read to the input files {[f.uri for f in files]}")
+        numbered = T.number_rows(marked, T.block_offsets(T.summary_blocks(summary)))
+        if has_header:
+            numbered = numbered.where(F.col(C.LINE_NUMBER) > 1)
+        counts = T.summary_counts(summary, has_header)
+        log.info("%d raw rows: %d quarantined %s, %d after the run date", counts["raw_rows"],
+                 counts["quarantined_rows"], {k: v for k, v in counts["quarantine_reasons"].items() if v},
+                 counts["excluded_after_run_date"])  # fmt: skip
+        _check_bad_fraction(counts, max_bad_fraction, numbered, files, day)  # before any heavy work
+    with progress.phase("write quarantine"):
+        source = T.lookup(io.source_files(files), F.col(S.FILE_IDX)).alias(C.SOURCE_FILE)
+        quarantine = numbered.where(F.col(C.REASON).isNotNull()).select("*", source)
+        io.write_parquet(
+            quarantine.repartition(1).sortWithinPartitions(S.SEQ).select(*C.QUARANTINE_COLUMNS),
+            staging / C.QUARANTINE_DIR,
+        )
+    with progress.phase("sessionize"):  # 4. the rules, once, with every event's fate
+        valid = numbered.where(F.col(C.REASON).isNull() & ~F.col(T.EXCLUDED))
+        events = valid.select(S.USER_KEY_RAW, S.ITEM_KEY_RAW, S.ITEM_NAME_RAW, S.TS_US, S.SEQ)
+        labeled = stored(T.sessionize(events, rules), "labeled")
+    with progress.phase("write users and items"):  # 5. ids (small: cached for writes and joins)
+        kept = labeled.where(F.col(T.FATE) == T.KEPT)
+        users = cache(T.build_users(kept))
+        io.write_parquet(
+            users.select(*C.USER_COLUMNS).coalesce(1).sortWithinPartitions(C.USER_ID), staging / C.USERS_DIR
+        )
+        items = cache(T.build_items(labeled))
+        io.write_parquet(items.coalesce(1).sortWithinPartitions(C.ITEM_ID), staging / C.ITEMS_DIR)
+    with progress.phase("write train and test"):
+        _write_events(spark, T.build_events(kept, users, items), staging)
+    with progress.phase("stats"):
+        # items/ is one file written above: its row count is in the Parquet footer (no Spark job)
+        stats = _stats(counts, labeled, n_items=io.parquet_rows(staging / C.ITEMS_DIR))
+    stats.update(run_settings(fmt, inputs, len(files), day, max_bad_fraction, rules, options, gap))
+    shutil.rmtree(staging / WORK_DIR)
+    return stats
+
+
 class _Progress:
-    """Names the Spark jobs of each phase (Spark UI) and logs each phase's time and job count."""
+    """Names the Spark jobs of each phase (Spark UI) and counts them, per phase and in all.
+
+    Jobs are counted in the caller's job group when one is set, else in a group of the run's own
+    (cleared at the end), through the status tracker: deterministic for a given input and settings.
+    """
 
     def __init__(self, spark: SparkSession) -> None:
         self._sc = spark.sparkContext
+        self._group = self._sc.getLocalProperty("spark.jobGroup.id")
+        self._own = self._group is None
+        if self._own:
+            self._group = f"thrnn-sessionize-{uuid.uuid4().hex[:12]}"
+            self._sc.setLocalProperty("spark.jobGroup.id", self._group)
+        self._before = self._count()
+        self.jobs = 0
+        self._phases: dict[str, dict[str, float]] = {}
 
-    def _jobs(self) -> int:
-        return len(self._sc.statusTracker().getJobIdsForGroup())
+    def _count(self) -> int:
+        return len(self._sc.statusTracker().getJobIdsForGroup(self._group))
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         self._sc.setJobDescription(f"sessionize: {name}")
-        t0, jobs0 = time.monotonic(), self._jobs()
+        t0, jobs0 = time.monotonic(), self._count()
         try:
             yield
         finally:
             self._sc.setJobDescription(None)  # type: ignore[arg-type]
-        log.info("%s: %.1f s (%d Spark jobs)", name, time.monotonic() - t0, self._jobs() - jobs0)
+            seconds, jobs = time.monotonic() - t0, self._count() - jobs0
+            self._phases[name] = {"seconds": round(seconds, 3), "spark_jobs": jobs}
+            self.jobs = self._count() - self._before
+            log.info("%s: %.1f s (%d Spark jobs)", name, seconds, jobs)
 
+    def close(self) -> None:
+        self.jobs = self._count() - self._before
+        if self._own:
+            self._sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
 
-def _row_counts(marked: DataFrame) -> dict[str, Any]:
-    rows = marked.groupBy(C.REASON, T.EXCLUDED).count().collect()
-    reasons = {r[C.REASON]: r["count"] for r in rows if r[C.REASON] is not None}
-    return {
-        "raw_rows": sum(r["count"] for r in rows),
-        "quarantined_rows": sum(reasons.values()),
-        "excluded_after_run_date": sum(r["count"] for r in rows if r[C.REASON] is None and r[T.EXCLUDED]),
-        "quarantine_reasons": {k: reasons.get(k, 0) for k in REASONS},
-    }
+    def metrics(self) -> dict[str, Any]:
+        return {"spark_jobs": self.jobs, "phases": self._phases}
 
 
 def _check_bad_fraction(
@@ -279,15 +317,16 @@ def _check_bad_fraction(
         )
 
 
-def _write_events(spark: SparkSession, events: DataFrame, staging: Path, work: Path) -> None:
+def _write_events(spark: SparkSession, events: DataFrame, staging: Path) -> None:
     """train/ and test/ in one pass: written partitioned by split, sorted, then moved into place."""
+    work = staging / WORK_DIR / "events"
     split = F.when(F.col(T.IS_TRAIN), F.lit(C.TRAIN_DIR)).otherwise(F.lit(C.TEST_DIR)).alias(SPLIT_COL)
     ordered = events.select(*C.EVENT_COLUMNS, split).orderBy(
         SPLIT_COL, C.USER_ID, C.SESSION_INDEX, C.POSITION
     )
-    ordered.write.mode("overwrite").partitionBy(SPLIT_COL).parquet(str(work / "events"))
+    ordered.write.mode("overwrite").partitionBy(SPLIT_COL).parquet(str(work))
     for name in (C.TRAIN_DIR, C.TEST_DIR):
-        part = work / "events" / f"{SPLIT_COL}={name}"
+        part = work / f"{SPLIT_COL}={name}"
         if part.exists():
             part.rename(staging / name)
         else:

@@ -5,8 +5,10 @@ The steps, in order:
 
 1. :func:`parse_text_lines` / :func:`parse_rows` turn raw lines (or Parquet rows) into keys and an
    exact microsecond time, with a quarantine ``reason`` for every malformed row (:data:`REASONS`).
-2. :func:`block_sizes`, :func:`block_offsets` and :func:`number_rows` give every row its 1-based line number within its file
-   and a ``seq`` that orders rows by (file, line): the tie-breaker for equal times.
+2. :func:`row_summary` counts rows per file split and reason in one pass: :func:`summary_counts`
+   gives the accounting, :func:`summary_blocks`, :func:`block_offsets` and :func:`number_rows` every
+   row's 1-based line number within its file and a ``seq`` that orders rows by (file, line): the
+   tie-breaker for equal times.
 3. :func:`mark_excluded` flags valid events after the end of the run date.
 4. :func:`sessionize` applies the rules of docs/design.md §3.1 in their order and labels every event
    with its ``fate`` (kept, or the rule that removed it), so that the accounting adds up by construction.
@@ -17,6 +19,8 @@ once; no Python UDFs.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -208,11 +212,51 @@ def parse_rows(
 # --------------------------------------------------------------------------------------------------
 # 2. line numbers
 # --------------------------------------------------------------------------------------------------
-def block_sizes(parsed: DataFrame) -> DataFrame:
-    """Per (file_idx, block_start): its number of rows and its first row id. Small (one row per file split)."""
-    return parsed.groupBy(S.FILE_IDX, S.BLOCK_START).agg(
+def row_summary(marked: DataFrame) -> DataFrame:
+    """Per (file_idx, block_start, reason, excluded): rows and first row id, for :func:`mark_excluded`
+    rows. Small (file splits x reasons); one pass gives both the line numbers (:func:`summary_blocks`)
+    and the accounting (:func:`summary_counts`)."""
+    return marked.groupBy(S.FILE_IDX, S.BLOCK_START, C.REASON, EXCLUDED).agg(
         F.count(F.lit(1)).alias("n"), F.min(S.ROW_IN_BLOCK).alias(FIRST_ROW)
     )
+
+
+# (file_idx, block_start, reason, excluded, n, first_row): a collected row of row_summary()
+SummaryRow = tuple[int | None, int, str | None, bool, int, int]
+
+
+def summary_blocks(summary: list[SummaryRow]) -> list[tuple[int | None, int, int, int]]:
+    """(file_idx, block_start, n, first_row) per block, as :func:`block_sizes` gives, from the summary."""
+    blocks: dict[tuple[int | None, int], tuple[int, int]] = {}
+    for file_idx, block_start, _, _, n, first in summary:
+        before = blocks.get((file_idx, block_start))
+        blocks[(file_idx, block_start)] = (n, first) if before is None else (before[0] + n, min(before[1], first))
+    return [(f, b, n, first) for (f, b), (n, first) in blocks.items()]
+
+
+def summary_counts(summary: list[SummaryRow], has_header: bool) -> dict[str, Any]:
+    """raw_rows, quarantined_rows, excluded_after_run_date and quarantine_reasons (every reason of
+    :data:`REASONS`, in order) from the summary; with ``has_header`` the first line of each file
+    (the first row of its block at offset 0) is not a data row and is not counted."""
+    counts = {(r[0], r[1], r[2], r[3]): r[4] for r in summary}
+    if has_header:
+        first_block = [r for r in summary if r[1] == 0]
+        for file_idx in {r[0] for r in first_block}:
+            head = min((r for r in first_block if r[0] == file_idx), key=lambda r: r[5])
+            counts[head[:4]] -= 1
+    reasons = {reason: 0 for reason in REASONS}
+    after = 0
+    for (_, _, reason, excluded), n in counts.items():
+        if reason is not None:
+            reasons[reason] += n
+        elif excluded:
+            after += n
+    return {
+        "raw_rows": sum(counts.values()),
+        "quarantined_rows": sum(reasons.values()),
+        "excluded_after_run_date": after,
+        "quarantine_reasons": reasons,
+    }
 
 
 def block_offsets(sizes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
@@ -269,7 +313,8 @@ def mark_excluded(numbered: DataFrame, end_us: int | None) -> DataFrame:
 # 4. the rules of docs/design.md §3.1
 # --------------------------------------------------------------------------------------------------
 def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
-    """Apply the sessionization rules to valid events (``user_key, item_key, ts_us, seq``).
+    """Apply the sessionization rules to valid events (``user_key, item_key, ts_us, seq``; an
+    ``item_name`` column is carried along unchanged).
 
     Returns one row per input event with ``raw_session`` (session after rule 1), ``raw_position``
     (position in it after rule 2; null for collapsed repeats), ``fate`` (one of
@@ -288,8 +333,10 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
     starts = prev_ts.isNull() | ((ts - prev_ts) > F.lit(gap_us))
     # Rule 2: a repeat of the previous event's item inside the same session.
     repeat = ~starts & (F.col(S.ITEM_KEY_RAW) == F.lag(S.ITEM_KEY_RAW).over(in_time))
+    # the item's display name, when given, only rides along (items() takes it from the labeled rows)
+    carried = [c for c in (S.ITEM_NAME_RAW,) if c in events.columns]
     df = events.select(
-        S.USER_KEY_RAW, S.ITEM_KEY_RAW, S.TS_US, S.SEQ, starts.alias("_start"), repeat.alias("_repeat")
+        S.USER_KEY_RAW, S.ITEM_KEY_RAW, S.TS_US, S.SEQ, *carried, starts.alias("_start"), repeat.alias("_repeat")
     ).withColumn(RAW_SESSION, (F.sum(F.col("_start").cast("int")).over(running) - 1).cast("int"))
 
     # Rules 3 and 4 on what is left of each session after rule 2: positions and lengths count the
@@ -351,6 +398,7 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
         S.ITEM_KEY_RAW,
         S.TS_US,
         S.SEQ,
+        *carried,
         RAW_SESSION,
         F.when(~F.col("_repeat"), F.col("_pos").cast("int")).alias(RAW_POSITION),
         final_fate.alias(FATE),
@@ -364,6 +412,7 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
         S.ITEM_KEY_RAW,
         S.TS_US,
         S.SEQ,
+        *carried,
         RAW_SESSION,
         RAW_POSITION,
         FATE,
@@ -397,28 +446,22 @@ def build_users(kept: DataFrame) -> DataFrame:
     ).select(C.USER_ID, C.USER_KEY, F.coalesce("_before", F.lit(0)).cast("long").alias(SESSION_OFFSET))
 
 
-def build_items(kept: DataFrame, names: DataFrame) -> DataFrame:
-    """items/ rows: ids dense 1..N in order of the item's first kept event (time, then input order).
-
-    ``names`` has one row per item key (``item_key, item_name``); train_count counts train events.
-    """
-    per_item = kept.groupBy(S.ITEM_KEY_RAW).agg(
-        F.min(F.struct(S.TS_US, S.SEQ)).alias("_first"),
-        F.sum(F.col(IS_TRAIN).cast("long")).alias(C.TRAIN_COUNT),
-    )
-    order = Window.orderBy("_first")
-    return per_item.join(names, S.ITEM_KEY_RAW, "left").select(
-        F.row_number().over(order).cast("int").alias(C.ITEM_ID),
+def build_items(labeled: DataFrame) -> DataFrame:
+    """items/ rows from :func:`sessionize` rows carrying ``item_name``, in one aggregation: ids dense
+    1..N in order of the item's first kept event (time, then input order), the name of the item's
+    first valid event, train_count the item's train events. Items with no kept event are left out."""
+    order = F.struct(S.TS_US, S.SEQ)
+    kept = F.col(FATE) == KEPT
+    per_item = labeled.groupBy(S.ITEM_KEY_RAW).agg(
+        F.min(F.when(kept, order)).alias("_first"),
+        F.min_by(S.ITEM_NAME_RAW, order).alias(S.ITEM_NAME_RAW),
+        F.sum(F.when(kept, F.col(IS_TRAIN).cast("long"))).alias(C.TRAIN_COUNT),
+    ).where(F.col("_first").isNotNull())
+    return per_item.select(
+        F.row_number().over(Window.orderBy("_first")).cast("int").alias(C.ITEM_ID),
         F.col(S.ITEM_KEY_RAW).alias(C.ITEM_KEY),
         F.col(S.ITEM_NAME_RAW).alias(C.ITEM_NAME),
         F.col(C.TRAIN_COUNT).cast("long").alias(C.TRAIN_COUNT),
-    )
-
-
-def item_names(valid: DataFrame) -> DataFrame:
-    """One display name per item key: the name on the item's first valid event (time, then input order)."""
-    return valid.groupBy(S.ITEM_KEY_RAW).agg(
-        F.min_by(S.ITEM_NAME_RAW, F.struct(S.TS_US, S.SEQ)).alias(S.ITEM_NAME_RAW)
     )
 
 
