@@ -159,6 +159,38 @@ def measure(data: SessionData, model: str, dataset: str, threads: int, device: s
     }
 
 
+def measure_ddp(split: Split, model: str, dataset: str, nproc: int, epochs: int) -> dict[str, Any]:
+    """Train ``epochs`` epochs with ``nproc`` data-parallel CPU processes of 1 thread each under torchrun
+    (:mod:`thrnn.distributed`, the path of ``THRNN_TRAIN_NPROC``); the last epoch is timed by rank 0 over
+    the whole step's targets. No evaluation (that is single-process)."""
+    import subprocess
+
+    from thrnn.io import write_split
+    from thrnn.launch import torchrun_command
+
+    cfg = config_for(dataset, model, epochs=epochs, threads=1, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = write_split(Path(tmp) / "split", split.train, split.test, split.items, split.users)
+        config_file = Path(tmp) / "config.json"
+        config_file.write_text(json.dumps(cfg.to_dict()))
+        run = Path(tmp) / "run"
+        env = {**os.environ, "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        done = subprocess.run(torchrun_command(data_dir, run, config_file, nproc), env=env, capture_output=True,
+                              text=True)
+        if done.returncode:
+            raise RuntimeError(f"torchrun training failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
+        hist = json.loads((run / "history.json").read_text())
+    last = hist["epochs"][-1]
+    return {
+        "model": model, "processes": nproc, "threads": 1, "hardware": hardware(torch.device("cpu")),
+        "train_targets_per_epoch": last["targets"], "train_seconds_last_epoch": last["seconds"],
+        "train_targets_per_s": last["targets_per_s"],
+        "train_targets_per_s_by_epoch": [e["targets_per_s"] for e in hist["epochs"]],
+        "eval_seconds": None, "eval_targets_per_s": None,
+    }
+
+
 def repeated(run: Any, repeats: int) -> dict[str, Any]:
     """``run()`` ``repeats`` times: the first record with the medians of the speed figures and every
     run's figures and load average at its start under ``repeats`` (a figure taken while other work
@@ -201,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3,
                    help="runs per LastFM-JODIE setting; the figures are their medians (default 3)")
     p.add_argument("--no-generated", action="store_true", help="skip the generated 100k-item CPU set")
+    p.add_argument("--ddp", default="",
+                   help="comma-separated process counts (e.g. 2): also train each model data-parallel with that "
+                        "many 1-thread processes under torchrun on LastFM-JODIE (medians of --repeats)")
     p.add_argument("--preset", default="lastfm",
                    help="training preset of every run (default lastfm, the product's; paper-lastfm is the paper's)")
     p.add_argument("--tiny", action="store_true",
@@ -235,6 +270,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lastfm-jodie {m:8s} {t} thread(s): train {r['train_targets_per_s']:8.0f} tgt/s, "
                   f"eval {r['eval_targets_per_s']:8.0f} tgt/s (median of {args.repeats}; load at the starts "
                   f"{[x['load_average_1m'] for x in r['repeats']]})", flush=True)
+
+    results["lastfm_jodie"]["ddp"] = []
+    for nproc in [int(n) for n in args.ddp.split(",") if n]:
+        for m in models:
+            r = repeated(lambda m=m, n=nproc: measure_ddp(split, m, args.preset, n, args.epochs), args.repeats)
+            results["lastfm_jodie"]["ddp"].append(r)
+            print(f"lastfm-jodie {m:8s} {nproc} processes x 1 thread: train {r['train_targets_per_s']:8.0f} tgt/s "
+                  f"(median of {args.repeats}; load at the starts {[x['load_average_1m'] for x in r['repeats']]})",
+                  flush=True)
 
     big = load_sessions(generated_split(args.big_users, args.big_sessions, args.big_items, seed=1))
     results["generated_cpu"] = {"data": describe_data(big), "runs": []}

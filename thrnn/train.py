@@ -50,7 +50,7 @@ from thrnn.io import Split, read_split
 from thrnn.metrics import ranking_metrics, return_time_mae
 from thrnn.models import HierarchicalGRU, build_model
 from thrnn.models.hier_gru import TiedOutput
-from thrnn.personal import PersonalHistory
+from thrnn.personal import COMPONENTS, PersonalHistory
 from thrnn.time_features import gap_scale, target_covariates
 from thrnn.train_batches import TrainBatch, plan_batches
 
@@ -93,9 +93,6 @@ def finalize_state(model: HierarchicalGRU, train_count: torch.Tensor) -> dict[st
 class _Trainer:
     def __init__(self, model: HierarchicalGRU, data: SessionData, cfg: TrainConfig, device: torch.device) -> None:
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
-        self.items = data.items.to(device)
-        self.lengths = data.lengths.to(device)
-        self.users = data.users.to(device)
         self.buckets = data.gap_buckets(cfg.n_gap_buckets, cfg.gap_upper_hours).to(device)
         self.first_ok = (~data.is_continuation).to(device)
         self.time_ok = data.time_mask.to(device)
@@ -127,15 +124,18 @@ class _Trainer:
 
     def _init_personal(self, data: SessionData, count_rows: torch.Tensor) -> None:
         """The personal components' probabilities of every training target, computed once: they depend
-        on data only (leave-one-out global counts, strictly earlier events of the user)."""
+        on data only (leave-one-out global counts, strictly earlier events of the user). Only the
+        targets of ``count_rows`` (the training sessions) are computed; other entries stay 0, never read."""
         ph = PersonalHistory(data, count_rows, window=self.cfg.personal_window, decay=self.cfg.decay)
-        every = torch.arange(ph.n_events)
-        p, a = ph.target_probs(every, ph.event_user, first=False, leave_one_out=True)
-        self.next_p, self.next_a = p.to(self.device), a.to(self.device)
-        p, a = ph.target_probs(ph.row_start, data.users, first=True, leave_one_out=True)
-        self.first_p, self.first_a = p.to(self.device), a.to(self.device)
-        self.row_start = ph.row_start.to(self.device)
-        self.flat = ph.flat.to(self.device)
+        k = len(COMPONENTS)
+        events = torch.nonzero(count_rows[ph.event_row] & (torch.arange(ph.n_events) > ph.row_start[ph.event_row]))[:, 0]
+        p, a = ph.target_probs(events, ph.event_user[events], first=False, leave_one_out=True)
+        self.next_p, self.next_a = torch.zeros(ph.n_events, k), torch.zeros(ph.n_events, k)
+        self.next_p[events], self.next_a[events] = p, a
+        rows = torch.nonzero(count_rows)[:, 0]
+        p, a = ph.target_probs(ph.row_start[rows], data.users[rows], first=True, leave_one_out=True)
+        self.first_p, self.first_a = torch.zeros(data.n_sessions, k), torch.zeros(data.n_sessions, k)
+        self.first_p[rows], self.first_a[rows] = p, a
 
     def layout(self, batches: list[np.ndarray], mask: torch.Tensor) -> list[TrainBatch]:
         """Every batch's tensors, laid out once for all epochs (:mod:`thrnn.train_batches`)."""
@@ -360,12 +360,17 @@ def train_sessions(
     # Deterministic kernels are cheap on CPU; on CUDA they would need CUBLAS_WORKSPACE_CONFIG and slow
     # the GRU down, so they are off there. The caller's setting is restored afterwards.
     deterministic = torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(device.type == "cpu")
+    # Deterministic mode also fills every new tensor with NaN to expose reads of uninitialised memory:
+    # a pass over every operator's output. Training reads none, so the fill is off (docs/train_speed.md).
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         return _train(data, run_dir, cfg, device, resume, progress, on_epoch, ctx,
                       None if validate_at is None else frozenset(int(e) for e in validate_at))
     finally:
         torch.use_deterministic_algorithms(deterministic)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def _shard(data: SessionData, train_mask: torch.Tensor, cfg: TrainConfig, trainer: _Trainer,

@@ -137,3 +137,19 @@ def test_packed_training_forward_equals_the_padded_one(model):
         assert b.n_targets == int(n_in.sum()) == b.target_items.numel()
         state.push(users, final_ref.detach(), buckets[rows])
         store[b.intra_rows] = final.detach()
+
+
+def test_zero_start_equals_an_explicit_zero_state():
+    """h0 = None (nn.GRU's default) skips the first step's product: the same outputs and gradients."""
+    torch.manual_seed(5)
+    sizes = [4, 3, 1]
+    gi = torch.randn(8, 9, dtype=torch.float64, requires_grad=True)
+    w, b = torch.randn(9, 3, dtype=torch.float64, requires_grad=True), torch.randn(9, dtype=torch.float64,
+                                                                                 requires_grad=True)
+    prev = previous_index(sizes)
+    weight = torch.randn(8, 3, dtype=torch.float64)
+    explicit = gru_packed(gi, torch.zeros(4, 3, dtype=torch.float64), w, b, sizes, prev)
+    implicit = gru_packed(gi, None, w, b, sizes, prev)
+    torch.testing.assert_close(implicit, explicit, rtol=0, atol=0)
+    for got, want in zip(_grads(implicit, weight, [gi, w, b]), _grads(explicit, weight, [gi, w, b]), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-14)

@@ -44,10 +44,13 @@ def previous_index(sizes: Sequence[int]) -> torch.Tensor:
 
 class _Recurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor,
+    def forward(ctx, gi: torch.Tensor, h0: torch.Tensor | None, w_hh: torch.Tensor, b_hh: torch.Tensor,
                 sizes: tuple[int, ...], prev: torch.Tensor | None) -> torch.Tensor:
         n_all, h3 = gi.shape
         hid = h3 // 3
+        zero_start = h0 is None  # step 0 then needs no product (W_hh 0 = 0) and h0 no gradient
+        if zero_start:
+            h0 = gi.new_zeros(sizes[0], hid)
         # c = [gi_rz + b_hh_rz, b_hh_n]: one addmm per step then gives both the r/z pre-activations and
         # W_hn h + b_hn (which r multiplies, so it must stay apart from gi_n)
         c = torch.cat([gi[:, : 2 * hid] + b_hh[: 2 * hid], b_hh[2 * hid:].expand(n_all, hid)], dim=1)
@@ -60,15 +63,18 @@ class _Recurrence(torch.autograd.Function):
                      hg[:, hid: 2 * hid].split(sizes), hg[:, 2 * hid:].split(sizes), gi[:, 2 * hid:].split(sizes),
                      ng.split(sizes), out.split(sizes), strict=True)
         h = h0
-        for c_t, hg_t, rz_t, r_t, z_t, hn_t, gin_t, n_t, out_t in blocks:
+        for t, (c_t, hg_t, rz_t, r_t, z_t, hn_t, gin_t, n_t, out_t) in enumerate(blocks):
             n = c_t.shape[0]
             if h.shape[0] != n:
                 h = h[:n]
-            torch.addmm(c_t, h, w_t, out=hg_t)
+            if t == 0 and zero_start:
+                hg_t.copy_(c_t)
+            else:
+                torch.addmm(c_t, h, w_t, out=hg_t)
             rz_t.sigmoid_()
             torch.addcmul(gin_t, r_t, hn_t, out=n_t).tanh_()
             h = torch.lerp(n_t, h, z_t, out=out_t)
-        ctx.sizes = sizes
+        ctx.sizes, ctx.zero_start = sizes, zero_start
         ctx.save_for_backward(h0, w_hh, hg, ng, out, prev)
         return out
 
@@ -91,7 +97,7 @@ class _Recurrence(torch.autograd.Function):
         dz_blocks = dg[:, 3 * hid:].split(sizes)
         coef_blocks = coef.view(n_all, 4, hid).split(sizes)
         dh_blocks = dh_all.split(sizes)
-        dh0 = dh_all  # replaced at step 0 (sizes[0] is the batch)
+        dh0 = None
         for t in range(len(sizes) - 1, -1, -1):
             n, dh = sizes[t], dh_blocks[t]
             torch.mul(coef_blocks[t], dh.unsqueeze(1), out=dg_blocks[t].view(n, 4, hid))
@@ -100,22 +106,25 @@ class _Recurrence(torch.autograd.Function):
                 if prev_dh.shape[0] != n:
                     prev_dh = prev_dh[:n]
                 prev_dh.add_(dz_blocks[t]).addmm_(dg3_blocks[t], w_hh)
-            else:
-                dh0 = torch.addmm(dz_blocks[t], dg3_blocks[t], w_hh)
+            elif ctx.needs_input_grad[1]:
+                dh0 = torch.addmm(dz_blocks[t], dg3_blocks[t], w_hh)  # sizes[0] is the batch
         d3 = dg[:, : 3 * hid]
-        dw_hh = d3.t().mm(hprev)
+        # with a zero start the first block's previous states are 0: no share in dW_hh
+        skip = sizes[0] if ctx.zero_start else 0
+        dw_hh = d3[skip:].t().mm(hprev[skip:])
         db_hh = d3.sum(0)
         dgi = torch.cat([dg[:, : 2 * hid], dh_all * a_n], dim=1)
         return dgi, dh0, dw_hh, db_hh, None, None
 
 
-def gru_packed(gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor,
+def gru_packed(gi: torch.Tensor, h0: torch.Tensor | None, w_hh: torch.Tensor, b_hh: torch.Tensor,
                sizes: Sequence[int], prev: torch.Tensor | None = None) -> torch.Tensor:
     """GRU outputs (N, H) in the packed layout (module docstring) from the input projections
-    ``gi = x W_ih^T + b_ih`` (N, 3H), the initial state h0 (sizes[0], H) and the recurrent weights.
+    ``gi = x W_ih^T + b_ih`` (N, 3H), the initial state h0 (sizes[0], H; None = zeros, as nn.GRU's
+    default, which saves the first step's product) and the recurrent weights.
 
     ``prev`` is :func:`previous_index` of ``sizes``; None when every step holds every row (a padded
     batch, time-major), where the previous state of position i is position i - batch."""
-    if sizes[0] != h0.shape[0]:
+    if h0 is not None and sizes[0] != h0.shape[0]:
         raise ValueError(f"the first step must hold every row: sizes[0] = {sizes[0]}, h0 has {h0.shape[0]}")
     return _Recurrence.apply(gi, h0, w_hh, b_hh, tuple(int(s) for s in sizes), prev)

@@ -172,17 +172,18 @@ class HierarchicalGRU(nn.Module):
 
     # ------------------------------------------------------------------ training layout (packed)
 
-    def _gru_packed(self, gru: nn.GRU, parts: list[tuple[torch.Tensor, int]], h0: torch.Tensor,
+    def _gru_packed(self, gru: nn.GRU, parts: list[tuple[torch.Tensor, int]], h0: torch.Tensor | None,
                     sizes: tuple[int, ...], prev: torch.Tensor) -> torch.Tensor:
         """Outputs (N, H) of ``gru`` over packed inputs given as column blocks ``(x, first column of
         W_ih)`` (dropout already applied). On CPU the recurrence of :mod:`thrnn.models.fast_gru` with one
         input projection per block (a block that needs no gradient, such as the detached session
         representations, costs no input-gradient product); elsewhere ``nn.GRU`` (cuDNN) on a
         PackedSequence of the same layout."""
-        if h0.device.type != "cpu":
-            x = torch.cat([p for p, _ in parts], dim=1) if len(parts) > 1 else parts[0][0]
+        x0 = parts[0][0]
+        if x0.device.type != "cpu":
+            x = torch.cat([p for p, _ in parts], dim=1) if len(parts) > 1 else x0
             batch_sizes = torch.tensor(sizes, dtype=torch.int64)
-            return gru(PackedSequence(x, batch_sizes), h0.unsqueeze(0).contiguous())[0].data
+            return gru(PackedSequence(x, batch_sizes), None if h0 is None else h0.unsqueeze(0).contiguous())[0].data
         w = gru.weight_ih_l0
         gi = gru.bias_ih_l0
         for x, start in parts:
@@ -202,7 +203,7 @@ class HierarchicalGRU(nn.Module):
         if self.context:
             ctx = torch.cat([self.gap_emb(buckets), self.user_emb(users)], dim=1)
             parts.append((self.drop(ctx), self.hidden))
-        out = self._gru_packed(self.inter_gru, parts, reps.new_zeros(batch, self.hidden), sizes, prev)
+        out = self._gru_packed(self.inter_gru, parts, None, sizes, prev)  # zero initial state
         return self.drop(out[last])
 
     def intra_packed(self, items: torch.Tensor, h0: torch.Tensor, sizes: tuple[int, ...], prev: torch.Tensor,
