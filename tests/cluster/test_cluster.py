@@ -143,6 +143,14 @@ def test_train_ran_on_the_gpu_worker_and_the_rest_on_the_default_one(cluster, ni
     assert history["device"].split()[0] == ("cuda" if torch.cuda.is_available() else "cpu"), history["device"]
 
 
+def test_the_task_logs_of_both_workers_are_readable_through_the_api(cluster, night):
+    # what the UI shows for a task instance: its log, whichever worker ran it
+    for task in ("train", "sessionize"):
+        body = night["api"].get(f"/api/v2/dags/{DAG_ID}/dagRuns/{RUN_ID}/taskInstances/{task}/logs/1")
+        text = json.dumps(body["content"])
+        assert "Done. Returned value was" in text, (task, text[-2000:])
+
+
 def test_sessionize_ran_on_the_spark_master(cluster, night):
     status, body = _get_json(f"{cluster.spark_master_ui}/json/")
     assert status == 200
