@@ -9,7 +9,8 @@ first and ranks each target against the full catalogue) on:
   §3, with the Spark job ``jobs.sessionize`` when ``--spark`` is given, or a sessionize output folder given
   with ``--data``);
 - a generated catalogue of 100k items (sampled softmax in training, full ranking in evaluation);
-- on CUDA when present: a few epochs of THRNN on a generated 94k-item, million-event dataset.
+- on CUDA when present: a few epochs of THRNN on a generated 94k-item, million-event dataset;
+- with ``--ddp 2``: LastFM-JODIE trained data-parallel by 2 one-thread processes under torchrun.
 
 Every figure records the hardware it was measured on, and the load average when it started (the
 development machine is shared). Results go to ``bench/results/train_speed.json``.
