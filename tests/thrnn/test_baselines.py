@@ -189,6 +189,7 @@ def test_hawkes_predictions_teacher_forced_and_fallback():
     assert info["hawkes_fitted_users"] == 1 and pred[0] > 0 and pred[0] != 7.0
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: kept out of `make test-fast`
 def test_cli_writes_all_baselines_deterministically(tmp_path):
     _split(tmp_path)
     parser = argparse.ArgumentParser()

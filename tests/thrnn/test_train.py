@@ -53,6 +53,7 @@ def test_every_training_target_is_trained_on(tmp_path):
     assert not torch.equal(_state(tmp_path)["out.weight"], _state(tmp_path / "b")["out.weight"])
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: kept out of `make test-fast`
 def test_overfits_a_tiny_dataset(tmp_path):
     """Deterministic sequences are learned to Recall@1 = 1 and the time loss falls."""
     sessions = {}
