@@ -43,7 +43,6 @@ from contract.rules import (
     SessionizeError,
     SessionRules,
     check_headers,
-    run_settings,
 )
 
 # The common shape of a line, parsed in bulk; any other line goes to reference.parse_line. A key
@@ -174,25 +173,8 @@ def sessionize_files(
     else:
         after = np.zeros(len(valid), dtype=bool)
     excluded = int(after.sum())
-    if bad / raw_rows > max_bad_fraction:
-        raise SessionizeError(f"{bad} of {raw_rows} rows are malformed, above --max-bad-fraction {max_bad_fraction}")
-    train, test, items, users, fig = reference.sessionize_events(valid[~after].reset_index(drop=True), rules)
-    if fig["sessions"] == 0:
-        raise SessionizeError("no sessions are left after the rules; nothing to train on")
-    reasons = quarantine[C.REASON].value_counts()
-    stats: dict[str, Any] = {"raw_rows": raw_rows, "quarantined_rows": bad, "excluded_after_run_date": excluded}
-    stats.update({k: fig[k] for k in C.STATS_KEYS if k in fig})
-    stats.update(
-        events_removed_by_rule=fig["events_removed_by_rule"],
-        sessions_after_gap_rule=fig["sessions_after_gap_rule"],
-        dropped_user_sessions=fig["dropped_user_sessions"],
-        quarantine_reasons={r: int(reasons.get(r, 0)) for r in K.REASONS},
-        bad_fraction=bad / raw_rows,
-        valid_rows=raw_rows - bad - excluded,
-        accounting_ok=True,
-        **run_settings(fmt, inputs, len(inputs), day, max_bad_fraction, rules, EventsOptions(), gap),
-    )
-    return reference.Output(train, test, items, users, quarantine, stats)
+    return reference.finish(valid[~after].reset_index(drop=True), quarantine, raw_rows, bad, excluded, fmt,
+                            inputs, day, max_bad_fraction, rules, EventsOptions(), gap)
 
 
 def sessionize_pandas(

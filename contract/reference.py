@@ -443,9 +443,18 @@ def sessionize_files(
     bad = len(quarantine)
     if day is not None and excluded and raw_rows == bad + excluded:
         raise SessionizeError(f"all {excluded} valid rows of the inputs are after the run date {day}")
+    return finish(valid[~after].reset_index(drop=True), quarantine, raw_rows, bad, excluded, fmt, inputs, day,
+                  max_bad_fraction, rules, options, gap)
+
+
+def finish(valid: pd.DataFrame, quarantine: pd.DataFrame, raw_rows: int, bad: int, excluded: int, fmt: str,
+           inputs: list[str], day: dt.date | None, max_bad_fraction: float, rules: SessionRules,
+           options: EventsOptions, gap: float) -> Output:
+    """The rules on the valid events of the run and the stats.json of docs/design.md §3.4 (shared by every
+    pandas sessionizer so their accounting cannot drift apart)."""
     if bad / raw_rows > max_bad_fraction:
         raise SessionizeError(f"{bad} of {raw_rows} rows are malformed, above --max-bad-fraction {max_bad_fraction}")
-    train, test, items, users, fig = sessionize_events(valid[~after].reset_index(drop=True), rules)
+    train, test, items, users, fig = sessionize_events(valid, rules)
     if fig["sessions"] == 0:
         raise SessionizeError("no sessions are left after the rules; nothing to train on")
     reasons = quarantine[C.REASON].value_counts()
