@@ -59,5 +59,7 @@ test-fast: venv
 lint: venv
 	$(VPY) -m ruff check .
 
+# A cluster running on the state folder is stopped first: removing its files under it would orphan it.
 clean:
+	@if [ -x $(VPY) ] && [ -d $(CLUSTER_DIR) ]; then $(VPY) -m thrnn.pipeline.cluster down --state $(CLUSTER_DIR); fi
 	rm -rf $(THRNN_HOME)
