@@ -12,7 +12,7 @@ set to the mean trained embedding when training ends (:func:`thrnn.train.finaliz
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +35,9 @@ EVAL_BATCH_USERS = 512
 # read from memory once per block (a 100k-item catalogue: 320 rows; docs/eval_speed.md).
 _SCORE_BLOCK = {"cpu": 1 << 25, "cuda": 1 << 26}
 _MAX_ROWS = 2048
-# Columns compared at once when counting the items that score at least the target (a cache-sized block).
-_COUNT_COLUMNS = 1 << 14
+# Scores finished, counted or cut at once after the product, in elements (8 MB of float32 on CPU: the block
+# stays in the cache from its softmax to its count; the whole chunk at once on GPU)
+_BLOCK_ELEMENTS = {"cpu": 1 << 21}
 # The BLAS rounds a row of a matrix product the same way when it sits at the same place modulo a small
 # tile height in products of at least 4 rows (fewer go through gemv, which sums in another order).
 # Chunks are therefore padded to a multiple of _ROW_TILE rows and hold a multiple of it, so a target's
@@ -126,11 +127,14 @@ class ChunkScorer:
     per chunk; with the mixture, the softmax times the neural weight, plus the personal-history
     components added at their few non-zero entries only (:meth:`PersonalHistory.sparse`), summed in
     the order of the dense ``einsum`` so that every float rounds the same. Blocked items score -inf.
+    Everything after the product runs on blocks of ``block_rows`` rows (default: a cache-sized block
+    on CPU, the whole chunk elsewhere) that are finished, counted or cut while they sit in the cache.
     See docs/eval_speed.md.
     """
 
     def __init__(self, model: HierarchicalGRU, personal: PersonalHistory | None, blocked: torch.Tensor,
-                 device: torch.device | str = "cpu", max_rows: int | None = None) -> None:
+                 device: torch.device | str = "cpu", max_rows: int | None = None,
+                 block_rows: int | None = None) -> None:
         self.model = model
         self.personal = personal if model.mixture else None
         if model.mixture and personal is None:
@@ -139,6 +143,9 @@ class ChunkScorer:
         self.n = model.n_items
         rows = max_rows or rows_per_chunk(self.n, self.device)
         self.max_rows = -(-rows // _ROW_TILE) * _ROW_TILE  # a multiple of the tile height
+        budget = _BLOCK_ELEMENTS.get(self.device.type, 0)
+        self.block_rows = min(self.max_rows, block_rows or (max(1, budget // max(1, self.n)) if budget
+                                                             else self.max_rows))
         self.blocked_cols = torch.nonzero(blocked[1:self.n + 1].to(self.device)).squeeze(1)
         dt = model.item_emb.weight.dtype
         # the logits, then (mixture) the probabilities in place on CPU (its softmax writes each element
@@ -146,12 +153,13 @@ class ChunkScorer:
         self._logits = torch.empty(self.max_rows, self.n, dtype=dt, device=self.device)
         self._probs = (torch.empty(self.max_rows, self.n, device=self.device)
                        if self.personal is not None and self.device.type != "cpu" else None)
-        self._mask = torch.empty(self.max_rows, min(self.n, _COUNT_COLUMNS), dtype=torch.bool, device=self.device)
+        self._mask = torch.empty(self.block_rows, self.n, dtype=torch.bool, device=self.device)
 
-    def scores(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, *, first: bool) -> torch.Tensor:
-        """(T, N) scores of items 1..N (column j is item j + 1) whose target is flat event ``t`` of ``users``:
-        the next item from intra states, or (``first``) the first item of the session at ``t`` from inter
-        states. A view of a reused buffer: valid until the next call."""
+    def _blocks(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, *,
+                first: bool) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """The product of the whole chunk, then ``(r0, r1, scores of rows r0..r1-1)`` block by block: each
+        block's softmax, neural weight, personal entries and -inf are applied just before it is yielded
+        (every element goes through the same float operations as on the whole chunk at once)."""
         model = self.model
         n_rows = states.shape[0]
         if n_rows > self.max_rows:
@@ -164,14 +172,18 @@ class ChunkScorer:
             x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
         layer = model.first_out if first else model.out
         logits = torch.addmm(layer.bias, x, layer.weight.t(), out=self._logits[:x.shape[0]])[:n_rows]
+        step = self.block_rows
         if self.personal is None:
-            return logits.index_fill_(1, self.blocked_cols, float("-inf"))
+            for r0 in range(0, n_rows, step):
+                r1 = min(r0 + step, n_rows)
+                yield r0, r1, logits[r0:r1].index_fill_(1, self.blocked_cols, float("-inf"))
+            return
         comps, mass = self.personal.sparse(t, users, first, self.n + 1, device=self.device)
         gate = model.first_gate if first else model.next_gate
         pi = gate(x, torch.cat([mass, mass.new_zeros(pad, mass.shape[1])]))[:n_rows].float().exp()
         probs = logits if self._probs is None else self._probs[:n_rows]
-        scores = torch.softmax(logits, dim=1, out=probs).mul_(pi[:, :1])
         # the components' weighted sum at the (row, item) entries where any of them has mass, compacted
+        # (sorted by row, then item: each block's entries are one slice)
         at, slot = torch.unique(torch.cat([rows * self.n + (items - 1) for rows, items, _ in comps]),
                                 return_inverse=True)
         extra = torch.zeros(at.shape[0], device=self.device)
@@ -180,9 +192,23 @@ class ChunkScorer:
             sl = slot[start:start + rows.shape[0]]
             start += rows.shape[0]
             extra[sl] = extra[sl] + pi[rows, k] * values  # component k after 1..k-1, as the einsum sums
-        flat = scores.view(-1)
-        flat[at] = flat[at] + extra
-        return scores.index_fill_(1, self.blocked_cols, float("-inf"))
+        bounds = torch.arange(0, n_rows + step, step, device=self.device).clamp_(max=n_rows) * self.n
+        cuts = torch.searchsorted(at, bounds).tolist()
+        for b, r0 in enumerate(range(0, n_rows, step)):
+            r1 = min(r0 + step, n_rows)
+            block = torch.softmax(logits[r0:r1], dim=1, out=probs[r0:r1]).mul_(pi[r0:r1, :1])
+            flat = block.view(-1)
+            idx = at[cuts[b]:cuts[b + 1]] - r0 * self.n
+            flat[idx] = flat[idx] + extra[cuts[b]:cuts[b + 1]]
+            yield r0, r1, block.index_fill_(1, self.blocked_cols, float("-inf"))
+
+    def scores(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, *, first: bool) -> torch.Tensor:
+        """(T, N) scores of items 1..N (column j is item j + 1) whose target is flat event ``t`` of ``users``:
+        the next item from intra states, or (``first``) the first item of the session at ``t`` from inter
+        states. A view of a reused buffer: valid until the next call."""
+        for _ in self._blocks(states, t, users, first=first):
+            pass
+        return (self._logits if self._probs is None else self._probs)[:states.shape[0]]
 
     def ranks(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, targets: torch.Tensor, *,
               first: bool) -> torch.Tensor:
@@ -194,27 +220,31 @@ class ChunkScorer:
         rows = states.shape[0]
         if rows == 0:
             return torch.zeros(0, dtype=torch.long, device=self.device)
-        scores = self.scores(states, t, users, first=first)
-        own = scores.gather(1, (targets - 1)[:, None])
         count = torch.zeros(rows, dtype=torch.int32, device=self.device)
-        for c in range(0, self.n, _COUNT_COLUMNS):
-            block = scores[:, c:c + _COUNT_COLUMNS]
-            width = block.shape[1]
-            at_least = torch.ge(block, own, out=self._mask[:rows, :width]).view(torch.uint8)
+        grouped = self.n // 128 * 128
+        for r0, r1, block in self._blocks(states, t, users, first=first):
+            own = block.gather(1, (targets[r0:r1] - 1)[:, None])
+            mask = self._mask[:r1 - r0]
+            if self.device.type == "cpu":  # numpy's comparison is several times faster than torch.ge on CPU
+                np.greater_equal(block.numpy(), own.numpy(), out=mask.numpy())
+            else:
+                torch.ge(block, own, out=mask)
+            at_least = mask.view(torch.uint8)
             # bytes summed in groups of 128 into uint8, then into int32: several times faster on CPU than
             # a bool sum into int64
-            grouped = width // 128 * 128
             if grouped:
-                count += at_least[:, :grouped].view(rows, -1, 128).sum(2, dtype=torch.uint8).sum(1, dtype=torch.int32)
-            if grouped < width:
-                count += at_least[:, grouped:].sum(1, dtype=torch.int32)
+                count[r0:r1] += at_least[:, :grouped].view(r1 - r0, -1, 128).sum(2, dtype=torch.uint8).sum(
+                    1, dtype=torch.int32)
+            if grouped < self.n:
+                count[r0:r1] += at_least[:, grouped:].sum(1, dtype=torch.int32)
         return count.long()
 
     def top(self, states: torch.Tensor, t: torch.Tensor, users: torch.Tensor, k: int, *,
             first: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(values, item ids), both (T, min(k, N)): the best items by score, equal scores by item id."""
-        values, columns = top_k(self.scores(states, t, users, first=first), k)
-        return values, columns + 1
+        parts = [top_k(block, k) for _, _, block in self._blocks(states, t, users, first=first)]
+        parts = parts or [top_k(self._logits[:0], k)]
+        return torch.cat([v for v, _ in parts]), torch.cat([c for _, c in parts]) + 1
 
 
 class _RankQueue:
