@@ -286,7 +286,8 @@ class PersonalHistory:
 
         ``values`` (float32) equal the dense entries bit for bit (the same float64 divisions, the same
         float32 scatter-add of window weights in window order); within one component each (row,
-        item) appears once; items are in 1..n_columns-1. A component's total entries are bounded by
+        item) appears once and rows do not decrease (the scorer cuts them into blocks of rows); items
+        are in 1..n_columns-1. A component's total entries are bounded by
         its rows' transition counts, the co-occurrence neighbourhood of the query and the window,
         not by the catalogue: the ranking of docs/eval_speed.md adds them to the dense neural scores.
         """

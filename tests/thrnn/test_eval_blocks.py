@@ -29,10 +29,11 @@ def _blocked(n: int) -> torch.Tensor:
     return blocked
 
 
+@pytest.mark.parametrize("host_numpy", [True, False])  # False: torch's indexing, as on a GPU
 @pytest.mark.parametrize("block_rows", [1, 3, 5, 24])
 @pytest.mark.parametrize("first", [False, True])
 @pytest.mark.parametrize("mixture", [True, False])
-def test_blocks_give_the_dense_scores_ranks_and_top_n(mixture, first, block_rows):
+def test_blocks_give_the_dense_scores_ranks_and_top_n(mixture, first, block_rows, host_numpy):
     data, ph = _history()
     model = _model(data, mixture)
     t = torch.arange(ph.n_events)
@@ -45,7 +46,8 @@ def test_blocks_give_the_dense_scores_ranks_and_top_n(mixture, first, block_rows
     with torch.no_grad():
         dense = _dense_scores(model, ph, states, t, u, first, blocked)
         scorer = ChunkScorer(model, ph, blocked, max_rows=size, block_rows=block_rows)
-        assert scorer.block_rows == block_rows
+        assert scorer.block_rows == block_rows and scorer.host_numpy
+        scorer.host_numpy = host_numpy
         parts = [(s, slice(s, s + size)) for s in range(0, len(t), size)]
         got = torch.cat([scorer.scores(states[sl], t[sl], u[sl], first=first).clone() for _, sl in parts])
         ranks = torch.cat([scorer.ranks(states[sl], t[sl], u[sl], targets[sl], first=first) for _, sl in parts])
@@ -56,6 +58,17 @@ def test_blocks_give_the_dense_scores_ranks_and_top_n(mixture, first, block_rows
     assert torch.equal(torch.cat([v for v, _ in tops]), want_v)
     assert torch.equal(torch.cat([c for _, c in tops]), want_c + 1)
     assert set(ranks[targets == 2].tolist()) == {n}  # a blocked target ranks last
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_sparse_rows_do_not_decrease_within_a_component(first):
+    data, ph = _history(window=20)
+    t = torch.cat([torch.arange(ph.n_events), ph.user_end]).flip(0)  # targets in no particular order
+    u = torch.cat([ph.event_user, torch.arange(data.n_users)]).flip(0)
+    entries, _ = ph.sparse(t, u, first=first, n_columns=data.n_items + 1)
+    for rows, _, _ in entries:
+        assert bool((rows[1:] >= rows[:-1]).all())
+    assert sum(len(rows) for rows, _, _ in entries) > 2 * len(t)
 
 
 def test_default_block_is_cache_sized_on_cpu_and_empty_chunks_work():
