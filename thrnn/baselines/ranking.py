@@ -1,7 +1,8 @@
 """Next-item baselines: most-popular and first-order item transitions (Markov-1).
 
 Both rank the full catalogue (items 1..N, padding never a candidate) with ties against the model,
-exactly like the neural models: the scores are exact integers fed to ``thrnn.metrics.ranks_from_scores``.
+exactly like the neural models: the scores are exact integers, ranked as ``thrnn.metrics.ranks_from_scores``
+ranks them (Markov-1 without the dense scores: :func:`markov_ranks`).
 
 Markov-1 choices (documented because they change the figures):
 - transitions are counted on training data only (no online update with test events), within sessions,
@@ -17,15 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from contract import columns as C
 from thrnn.baselines.protocol import session_table
 from thrnn.io import Split
-from thrnn.metrics import ranks_from_scores
 
-# Bound on the dense (targets x items) score block ranked at once, in elements.
-_SCORE_BLOCK = 1 << 22
+# Targets ranked at once (bounds their rows of transitions).
+_TARGET_BLOCK = 1 << 16
 
 
 def item_popularity(split: Split) -> np.ndarray:
@@ -70,16 +69,36 @@ def transition_matrix(split: Split) -> tuple[sp.csr_matrix, sp.csr_matrix]:
 
 def markov_ranks(transitions: sp.csr_matrix, popularity: np.ndarray, prev: np.ndarray,
                  targets: np.ndarray) -> np.ndarray:
-    """Ranks under score = count(prev -> i) · (max_pop + 1) + pop(i) (exact int64), ties against the model."""
+    """Ranks under score = count(prev -> i) · (max_pop + 1) + pop(i) (exact int64), ties against the model.
+
+    Without a dense (targets x items) block: the rank is the number of items 1..N scoring at least the
+    target, i.e. the items scoring on popularity alone at least that much (a search in the sorted
+    popularities) corrected by the few items with transitions from ``prev`` (its row's entries), the
+    same integers as :func:`thrnn.metrics.ranks_from_scores` of the dense scores.
+    """
     n = transitions.shape[0]
     if len(prev) != len(targets):
         raise ValueError("prev and targets differ in length")
-    base = torch.from_numpy(popularity.astype(np.int64))
-    scale = int(popularity.max()) + 1
-    chunk = max(1, _SCORE_BLOCK // n)
+    prev, targets = np.asarray(prev, dtype=np.int64), np.asarray(targets, dtype=np.int64)
+    if len(targets) and int(targets.min()) < 1:
+        raise ValueError("targets must be item ids >= 1 (0 is padding)")
+    pop = np.asarray(popularity, dtype=np.int64)
+    if len(pop) != n:
+        raise ValueError(f"popularity has {len(pop)} entries, the transitions {n} rows")
+    scale = int(pop.max()) + 1
+    ranked = np.sort(pop[1:])
     out = []
-    for s in range(0, len(prev), chunk):
-        rows = transitions[prev[s : s + chunk]].toarray().astype(np.int64)
-        scores = torch.from_numpy(rows) * scale + base
-        out.append(ranks_from_scores(scores, torch.from_numpy(targets[s : s + chunk])).numpy())
+    for s in range(0, len(prev), _TARGET_BLOCK):
+        p, t = prev[s:s + _TARGET_BLOCK], targets[s:s + _TARGET_BLOCK]
+        own = np.asarray(transitions[p, t]).ravel().astype(np.int64) * scale + pop[t]
+        rows = transitions[p]
+        r = np.repeat(np.arange(len(p)), np.diff(rows.indptr))
+        cols, counts = rows.indices.astype(np.int64), rows.data.astype(np.int64)
+        keep = cols > 0
+        r, cols, counts = r[keep], cols[keep], counts[keep]
+        # on popularity alone, then the row's items with their transitions instead
+        rank = len(ranked) - np.searchsorted(ranked, own, side="left")
+        rank += np.bincount(r, counts * scale + pop[cols] >= own[r], minlength=len(p)).astype(np.int64)
+        rank -= np.bincount(r, pop[cols] >= own[r], minlength=len(p)).astype(np.int64)
+        out.append(rank)
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
