@@ -325,11 +325,15 @@ class PersonalHistory:
             out.append((torch.from_numpy(r).to(dev), torch.from_numpy(items_k).to(dev).long(),
                         torch.from_numpy(v).float().to(dev)))
         items, weights = self._weights(t_cpu.to(dev), ustart.to(dev))
+        m = torch.stack([w.sum(1) for w in weights])  # (4, T): each window component's mass, over the whole window
+        # A row's events fill a prefix of its window; past the longest prefix of these targets the entries
+        # are empty (no item, weight 0) and make no value: dropped before the per-entry work.
+        width = max(1, int((items > 0).sum(1).max())) if items.shape[0] else 1
+        items, weights = items[:, :width], [w[:, :width] for w in weights]
         # Each window item's value is the float32 sum of its window entries in window order, as the dense
         # scatter_add_ makes it: entries are summed into the column of the item's first entry in the window.
         first_pos = _first_occurrence(items)
         lead = (first_pos == torch.arange(items.shape[1], device=dev)) & (items > 0) & (items < n_columns)
-        m = torch.stack([w.sum(1) for w in weights])  # (4, T): each window component's mass
         values = torch.stack(weights) / m.clamp(min=1e-300)[:, :, None]
         v = torch.zeros(values.shape, dtype=torch.float32, device=dev)
         v.scatter_add_(2, first_pos.expand_as(v).contiguous(), values.float())

@@ -85,3 +85,21 @@ def test_default_block_is_cache_sized_on_cpu_and_empty_chunks_work():
         assert s.ranks(torch.zeros(0, 16), empty, empty, empty, first=False).shape == (0,)
         values, items = s.top(torch.zeros(0, 16), empty, empty, 3, first=True)
         assert values.shape == items.shape == (0, 3)
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_sparse_with_short_histories_in_a_long_window_is_dense_bit_for_bit(first):
+    """Targets whose histories fill a short prefix of the window (the window's empty tail is dropped)."""
+    data, ph = _history(window=500)
+    t = torch.cat([torch.arange(ph.n_events), ph.user_end])
+    u = torch.cat([ph.event_user, torch.arange(data.n_users)])
+    for sel in (t - ph.user_start[u] < 9, t - ph.user_start[u] < 2, torch.ones_like(t, dtype=torch.bool)):
+        ts, us = t[sel], u[sel]
+        assert int((ts - ph.user_start[us]).max()) < 500  # the tail of every window is empty
+        dense, dmass = ph.dense(ts, us, first=first, n_columns=data.n_items + 1)
+        entries, mass = ph.sparse(ts, us, first=first, n_columns=data.n_items + 1)
+        got = torch.zeros_like(dense)
+        for k, (rows, items, values) in enumerate(entries):
+            got[rows, k, items] = values
+        assert torch.equal(got, dense) and torch.equal(mass, dmass)
+        assert bool((dense[:, 3:] > 0).any())
