@@ -18,8 +18,8 @@ from thrnn.pipeline.params import (
     train_param_spec,
     validate_params,
 )
-from thrnn.pipeline.settings import PipelineSettings, registered_model_name
-from thrnn.pipeline.tasks import _training_config
+from thrnn.pipeline.settings import PipelineSettings, parse_run_date, registered_model_name
+from thrnn.pipeline.training import training_config
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -83,7 +83,7 @@ def test_exposed_knobs_include_everything_the_dag_had():
 
 
 def _cfg(raw: dict) -> TrainConfig:
-    return _training_config(PipelineSettings.from_env({"THRNN_DEVICE": "cpu"}), validate_params(raw))
+    return training_config(PipelineSettings.from_env({"THRNN_DEVICE": "cpu"}), validate_params(raw))
 
 
 def test_omitted_knobs_take_the_preset_of_the_input_format():
@@ -165,9 +165,11 @@ def test_settings_from_env_and_run_paths(tmp_path):
     p = s.run_paths("lastfm", dt.date(2026, 1, 2))
     assert p.root == tmp_path / "runs" / "lastfm" / "2026-01-02"
     assert p.data == p.root / "data" and p.train == p.root / "train" and p.scores == p.root / "scores"
-    assert s.run_paths("lastfm", "2026-01-03").root != p.root
+    assert s.run_paths("lastfm", dt.date(2026, 1, 3)).root != p.root
     with pytest.raises(ValueError):
-        s.run_paths("lastfm", "2026-01-02/../../x")
+        parse_run_date("2026-01-02/../../x")
+    with pytest.raises(TypeError):  # a text date goes through parse_run_date, never straight to a path
+        s.run_paths("lastfm", "2026-01-03")
     assert registered_model_name("reddit") == "thrnn-reddit"
     assert s.artifact_root == (tmp_path / "mlartifacts").as_uri()
     remote = PipelineSettings.from_env({"THRNN_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://mlflow:5000"})

@@ -20,7 +20,12 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .params import RunParams
+    from .settings import PipelineSettings
+    from .states import EvaluateState, RegisterState, TrainState
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +304,17 @@ def champion_version(client: Any, model_name: str):  # noqa: ANN201 - ModelVersi
         return None
 
 
+def mlflow_key(key: str) -> str:
+    """A metric's name as MLflow and the version tags spell it (no ``@``)."""
+    return key.replace("@", "_at_")
+
+
+def mlflow_metrics(figures: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numbers of ``figures`` (not booleans) under their MLflow names."""
+    return {mlflow_key(k): float(v) for k, v in figures.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
 def version_metrics(mv: Any) -> dict[str, float]:
     """Metrics stored as tags on a model version (``metric.<name>``, ``@`` spelled ``_at_``)."""
     out = {}
@@ -311,7 +327,7 @@ def version_metrics(mv: Any) -> dict[str, float]:
     return out
 
 
-def find_version(client: Any, model_name: str, run_date: str, fingerprint: str):  # noqa: ANN201
+def find_version(client: Any, model_name: str, run_date: dt.date, fingerprint: str):  # noqa: ANN201
     """An existing version registered for the same night and the same inputs (re-runs reuse it)."""
     from mlflow.exceptions import MlflowException
 
@@ -319,18 +335,20 @@ def find_version(client: Any, model_name: str, run_date: str, fingerprint: str):
         client.get_registered_model(model_name)
     except MlflowException:
         return None
+    day = run_date.isoformat()  # the tag's spelling
     for mv in client.search_model_versions(f"name = '{model_name}'"):
         tags = mv.tags or {}
-        if tags.get(TAG_RUN_DATE) == run_date and tags.get(TAG_FINGERPRINT) == fingerprint:
+        if tags.get(TAG_RUN_DATE) == day and tags.get(TAG_FINGERPRINT) == fingerprint:
             return mv
     return None
 
 
-def version_tags(metrics: Mapping[str, Any], run_date: str, fingerprint: str, dataset: str) -> dict[str, str]:
-    tags = {TAG_RUN_DATE: run_date, TAG_FINGERPRINT: fingerprint, TAG_DATASET: dataset}
+def version_tags(metrics: Mapping[str, Any], run_date: dt.date, fingerprint: str, dataset: str) -> dict[str, str]:
+    """The tags of a new version: its night (ISO date), fingerprint, dataset and ``metric.<name>``."""
+    tags = {TAG_RUN_DATE: run_date.isoformat(), TAG_FINGERPRINT: fingerprint, TAG_DATASET: dataset}
     for key, value in metrics.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            tags[f"metric.{key.replace('@', '_at_')}"] = repr(float(value))
+            tags[f"metric.{mlflow_key(key)}"] = repr(float(value))
     return tags
 
 
@@ -372,8 +390,7 @@ def register_and_gate(
     """
     import mlflow
 
-    day = run_date.isoformat()
-    existing = find_version(client, model_name, day, fingerprint)
+    existing = find_version(client, model_name, run_date, fingerprint)
     before = champion_version(client, model_name)
     before_v = int(before.version) if before is not None else None
     if existing is not None:
@@ -381,7 +398,7 @@ def register_and_gate(
         run_id = existing.run_id or run_id  # the run that produced the reused version
     else:
         uri = model_uri if model_uri is not None else log_model()
-        mv = mlflow.register_model(uri, model_name, tags=version_tags(metrics, day, fingerprint, dataset))
+        mv = mlflow.register_model(uri, model_name, tags=version_tags(metrics, run_date, fingerprint, dataset))
         version, reused = int(mv.version), False
     tags = (existing.tags or {}) if existing is not None else {}
     if reused and "gate" in tags:
@@ -417,7 +434,7 @@ def register_and_gate(
             decision = GateDecision(decision.promote, decision.reason + basis, decision.champion_version,
                                     decision.below_baseline)
         if decision.promote:  # the alias moves in the night's last task, after publish and check
-            client.set_model_version_tag(model_name, str(version), TAG_CANDIDATE, day)
+            client.set_model_version_tag(model_name, str(version), TAG_CANDIDATE, run_date.isoformat())
         client.set_model_version_tag(model_name, str(version), "gate", decision.reason[:5000])
         client.set_model_version_tag(model_name, str(version), "promoted", str(decision.promote).lower())
         client.set_model_version_tag(model_name, str(version), "champion_before", str(before_v or ""))
@@ -554,3 +571,31 @@ def head_to_head(settings: Any, params: Any, run_date: dt.date, gate_keys: tuple
         return None
     return {"champion_version": int(champ.version), "test_events": len(champ_split.test),
             "new": {k: new.get(k) for k in gate_keys}, "champion": {k: old.get(k) for k in gate_keys}}
+
+
+def gate_night(settings: PipelineSettings, params: RunParams, run_date: dt.date, trained: TrainState,
+               evaluated: EvaluateState, latest_night: dt.date | None) -> dict[str, Any]:
+    """:func:`register_and_gate` for the night's trained model (logged as a pyfunc only when no version
+    of the night and fingerprint exists) with its evaluation and the night's params."""
+    from .pyfunc import log_pyfunc
+    from .settings import registered_model_name
+
+    paths = settings.run_paths(params.dataset, run_date)
+    return register_and_gate(
+        setup_mlflow(settings.tracking_uri), registered_model_name(params.dataset), model_uri=None,
+        run_id=trained.mlflow_run_id, metrics=evaluated.metrics, run_date=run_date,
+        fingerprint=trained.fingerprint, dataset=params.dataset, recall_tolerance=params.recall_tolerance,
+        mae_tolerance=params.mae_tolerance, force=params.force_promote,
+        log_model=lambda: log_pyfunc(paths, trained.mlflow_run_id, settings.tracking_uri),
+        head_to_head=evaluated.champion_head_to_head, baselines=evaluated.gate_figures(),
+        baseline_tolerance=params.baseline_tolerance, latest_night=latest_night)
+
+
+def promote_night(settings: PipelineSettings, params: RunParams, run_date: dt.date, registered: RegisterState,
+                  latest_night: dt.date | None) -> dict[str, Any]:
+    """:func:`promote_candidate` for the night's candidate (``registered.candidate``, not None)."""
+    from .settings import registered_model_name
+
+    return promote_candidate(
+        setup_mlflow(settings.tracking_uri), registered_model_name(params.dataset), version=int(registered.candidate),
+        run_date=run_date, champion_before=registered.champion_before, latest_night=latest_night)

@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 DEFAULT_HOME = "./var"
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True)
@@ -161,11 +163,15 @@ class PipelineSettings:
     def airflow_dir(self) -> Path:
         return self.airflow_home or self.home / "airflow"
 
-    def run_paths(self, dataset: str, run_date: dt.date | str) -> RunPaths:
-        """``$THRNN_HOME/runs/<dataset>/<run_date>/``: re-runs and backfills of other dates never collide."""
-        day = run_date if isinstance(run_date, str) else run_date.isoformat()
-        dt.date.fromisoformat(day)  # refuse anything that is not a plain date
-        return RunPaths(self.home / "runs" / dataset / day)
+    def run_paths(self, dataset: str, run_date: dt.date) -> RunPaths:
+        """``$THRNN_HOME/runs/<dataset>/<run_date>/``: re-runs and backfills of other dates never collide.
+
+        ``run_date`` is a ``datetime.date`` (a text date goes through :func:`parse_run_date` first), so
+        the folder's name is always ``YYYY-MM-DD``.
+        """
+        if not isinstance(run_date, dt.date) or isinstance(run_date, dt.datetime):
+            raise TypeError(f"run_date must be a datetime.date, got {type(run_date).__name__} {run_date!r}")
+        return RunPaths(self.home / "runs" / dataset / run_date.isoformat())
 
     def spark_settings(self) -> dict[str, str]:
         """Spark conf of the sessionize task: small-night defaults for local masters, then THRNN_SPARK_CONF."""
@@ -180,6 +186,14 @@ class PipelineSettings:
         d["warehouse_url"] = _redact(self.warehouse)
         d["mlflow_tracking_uri"] = _redact(self.tracking_uri)
         return d
+
+
+def parse_run_date(text: str) -> dt.date:
+    """A run date given as text: exactly ``YYYY-MM-DD`` (anything else, e.g. with path separators, is
+    refused with ``ValueError``); where a string becomes the date every task takes."""
+    if not (isinstance(text, str) and _ISO_DAY.fullmatch(text)):
+        raise ValueError(f"a run date must be YYYY-MM-DD, got {text!r}")
+    return dt.date.fromisoformat(text)
 
 
 def _pairs(text: str) -> tuple[tuple[str, str], ...]:

@@ -75,7 +75,7 @@ class ValidateState(TaskState):
 class TrainState(TaskState):
     task: ClassVar[str] = "train"
     mlflow_run_id: str
-    fingerprint: str  # tasks.split_fingerprint: equal split, config and date, equal model
+    fingerprint: str  # training.split_fingerprint: equal split, config and date, equal model
     run_dir: str = ""
     epochs: int | None = None
     device: str | None = None
@@ -85,7 +85,7 @@ class TrainState(TaskState):
 @dataclass(frozen=True, kw_only=True)
 class EvaluateState(TaskState):
     task: ClassVar[str] = "evaluate"
-    metrics: dict[str, float | None]  # THRNN's figures of tasks.GATE_KEYS
+    metrics: dict[str, float | None]  # THRNN's figures of evaluation.GATE_KEYS
     baselines: list[str] = field(default_factory=list)  # every baseline that ran
     champion_head_to_head: dict[str, Any] | None = None  # registry.head_to_head
     baseline_figures: dict[str, dict[str, float | None]] = field(default_factory=dict)  # every ranking baseline
@@ -181,6 +181,13 @@ class BacktestState(TaskState):
     skipped: bool = False
     reason: str = ""  # why it was skipped
     figures: dict[str, Any] = field(default_factory=dict)  # published_date, users, AUC, MAE, per horizon
+
+
+def require_checked(paths: RunPaths) -> None:
+    """Refuse unless the night was published and then checked (the check's state is the newer one)."""
+    published, checked = PublishState.path(paths), CheckState.path(paths)
+    if not published.exists() or not checked.exists() or checked.stat().st_mtime < published.stat().st_mtime:
+        raise RuntimeError(f"{paths.root}: publish and then check must succeed before promote")
 
 
 STATES: dict[str, type[TaskState]] = {
