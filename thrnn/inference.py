@@ -32,7 +32,7 @@ from thrnn.time_features import covariates_after, target_covariates
 EVAL_BATCH_USERS = 512
 # Bound on the (rows x items) score block scored at once, in elements (128 MB of float32 on CPU, 256 MB
 # on GPU): the rows of one block share one matrix product with the output layer, whose weights are
-# read from memory once per block (a 100k-item catalogue: 320 rows; docs/eval_speed.md).
+# read from memory once per block (a 100k-item catalogue: 328 rows; docs/eval_speed.md).
 _SCORE_BLOCK = {"cpu": 1 << 25, "cuda": 1 << 26}
 _MAX_ROWS = 2048
 # Scores finished, counted or cut at once after the product, in elements (8 MB of float32 on CPU: the block
