@@ -19,7 +19,9 @@ embeddings) with random weights (the speed does not depend on what the weights a
 Every measurement runs in a fresh subprocess. ``--compare-src DIR`` measures another checkout of the
 package too (e.g. ``git worktree add /tmp/base HEAD~1``), interleaved with this one (A B, then B A, ...)
 so that both see the same load, and reports the ratio of each pair and their median: on a shared
-machine only such ratios are results. The 1-minute load average is recorded at every start.
+machine only such ratios are results. The 1-minute load average is recorded at every start, with each
+run's process CPU time (pairs are also compared by CPU time, which other processes disturb less than the
+wall time) and hashes of its ranks and recommendations (``same_results`` per pair).
 
     .venv/bin/python bench/eval_speed.py --repeats 3                           # this checkout
     .venv/bin/python bench/eval_speed.py --repeats 3 --compare-src /tmp/base   # A/B
