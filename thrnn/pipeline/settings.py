@@ -16,7 +16,9 @@ Environment variables (all optional):
 ``AIRFLOW_HOME``            Airflow home (default ``$THRNN_HOME/airflow``)
 ``THRNN_SPARK_MASTER``      Spark master for the sessionize task (default ``local[*]``)
 ``THRNN_SPARK_CONF``        extra Spark settings, ``key=value,key=value`` (local masters default to
-                            4 shuffle partitions: Spark's 200 cost minutes on small nights)
+                            4 shuffle partitions: Spark's 200 cost minutes on small nights); they
+                            win over the batch settings a session the task starts gets
+                            (:func:`thrnn.pipeline.sessionizing.session_conf`)
 ``THRNN_TRAIN_QUEUE``       Celery queue of the training task (e.g. ``gpu``; default queue if unset)
 ``THRNN_TRAIN_POOL``        Airflow pool of the training task (default pool if unset)
 ``THRNN_TRAIN_NPROC``       training processes (default 1); above 1 the train task launches
