@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1800, m
 
 DAG_ID = "thrnn_nightly"
 RUN_ID = f"cluster-test-{RUN_DATE}"
+RUN_DAY = dt.date.fromisoformat(RUN_DATE)
 TASKS = ("sessionize", "validate", "train", "evaluate", "register", "score", "publish", "check", "promote",
          "backtest")
 TOP_K = 5
@@ -116,7 +117,7 @@ def _state(cluster, task: str) -> dict[str, Any]:
     from thrnn.pipeline.settings import PipelineSettings
 
     settings = PipelineSettings.from_env(cluster.env)
-    return json.loads((settings.run_paths(DATASET, RUN_DATE).state / f"{task}.json").read_text())
+    return json.loads((settings.run_paths(DATASET, RUN_DAY).state / f"{task}.json").read_text())
 
 
 def test_the_run_is_the_one_triggered_with_its_params(cluster, night):
@@ -196,7 +197,7 @@ def test_the_night_is_in_postgresql_with_the_latest_views(cluster, night):
     from thrnn.pipeline.settings import PipelineSettings
 
     settings = PipelineSettings.from_env(cluster.env)
-    users = read_split(settings.run_paths(DATASET, RUN_DATE).data).users
+    users = read_split(settings.run_paths(DATASET, RUN_DAY).data).users
     with psycopg.connect(cluster.warehouse_url) as conn:
         kinds = dict(conn.execute(
             "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'public'").fetchall())
@@ -206,7 +207,7 @@ def test_the_night_is_in_postgresql_with_the_latest_views(cluster, night):
             "latest_recommendations": "VIEW", "latest_churn_risk": "VIEW", "at_risk_users": "VIEW"}
 
         def count(sql: str) -> int:
-            return conn.execute(sql, (DATASET, dt.date.fromisoformat(RUN_DATE))).fetchone()[0]
+            return conn.execute(sql, (DATASET, RUN_DAY)).fetchone()[0]
 
         night_rows = "WHERE dataset = %s AND run_date = %s"
         assert count(f"SELECT COUNT(*) FROM churn_risk {night_rows}") == len(users)
@@ -270,5 +271,5 @@ def _get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any
 
 
 def _fetch(conn, sql: str) -> tuple[list[str], list[tuple]]:
-    cur = conn.execute(sql, (DATASET, dt.date.fromisoformat(RUN_DATE)))
+    cur = conn.execute(sql, (DATASET, RUN_DAY))
     return [d.name for d in cur.description], cur.fetchall()

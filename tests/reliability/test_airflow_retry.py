@@ -57,7 +57,8 @@ def test_a_task_that_fails_once_succeeds_on_its_retry(airflow_db, spark, tmp_pat
     staged = tmp_path / "upload.tsv"
     generate("lastfm", 600, staged, seed=3, users=8, start="2025-10-21", days=29)
     for key, value in {"THRNN_HOME": str(home), "THRNN_DEVICE": "cpu", "THRNN_TASK_RETRIES": "1",
-                       "THRNN_TASK_RETRY_DELAY": "1",
+                       # long enough for the watcher to see up_for_retry on a busy machine
+                       "THRNN_TASK_RETRY_DELAY": "5",
                        "THRNN_SPARK_CONF": "spark.sql.shuffle.partitions=2"}.items():
         monkeypatch.setenv(key, value)
     dag = _load_dag()
