@@ -41,7 +41,7 @@ from thrnn.backtest import (
     run_backtest,
     write_outputs,
 )
-from thrnn.evaluate import write_json_atomic
+from thrnn.files import write_json_atomic
 from thrnn.scoring import run_date_end
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def findings(res: dict[str, Any]) -> list[str]:
 
 
 def write_doc(results: dict[str, Any]) -> Path:
-    from thrnn.checkpoint import atomic_write_bytes
+    from thrnn.files import atomic_write
 
     m = results["machine"]
     lines = [
@@ -208,7 +208,7 @@ def write_doc(results: dict[str, Any]) -> Path:
     if VALIDATION.exists():
         lines += validation_markdown(json.loads(VALIDATION.read_text()))
     text = "\n".join(lines).rstrip("\n") + "\n"
-    return atomic_write_bytes(DOC, lambda f: f.write(text.encode()))
+    return atomic_write(DOC, lambda f: f.write(text.encode()))
 
 
 def validation_rows(res: dict[str, Any]) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ import torch
 from contract.reference import sessionize_frame
 from thrnn.config import config_for
 from thrnn.data import load_sessions, read_jodie_tsv
-from thrnn.evaluate import write_json_atomic
+from thrnn.files import write_json_atomic
 from thrnn.io import Split
 from thrnn.train import train_sessions
 

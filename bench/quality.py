@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from contract import columns as C
-from thrnn.evaluate import write_json_atomic
+from thrnn.files import write_json_atomic
 from thrnn.io import Split, read_split, write_split
 
 REPO = Path(__file__).resolve().parents[1]

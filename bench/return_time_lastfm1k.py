@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.quality import machine_info
-from thrnn.evaluate import write_json_atomic
+from thrnn.files import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -595,8 +595,7 @@ def run_backtest(
 
 def write_outputs(result: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
     """backtest.json, reliability.png and backtest.md in ``out``, each via a temporary file and a rename."""
-    from thrnn.checkpoint import atomic_write_bytes
-    from thrnn.evaluate import write_json_atomic
+    from thrnn.files import atomic_write, write_json_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -609,7 +608,7 @@ def write_outputs(result: Mapping[str, Any], out: str | Path) -> dict[str, Path]
     plot = plot_reliability(reliability, out / PLOT_FILE, f"Backtest {result['name']} at {result['run_date']}")
     text = format_markdown(result).encode()
     return {"json": write_json_atomic(result, out / JSON_FILE), "plot": plot,
-            "markdown": atomic_write_bytes(out / MARKDOWN_FILE, lambda f: f.write(text))}
+            "markdown": atomic_write(out / MARKDOWN_FILE, lambda f: f.write(text))}
 
 
 def horizons_in_order(figs: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -22,14 +22,14 @@ hours (``36 -> "36h"``).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
+
+from thrnn.files import atomic_write
 
 HORIZONS_HOURS: tuple[float, ...] = (24.0, 168.0, 720.0)
 
@@ -230,15 +230,8 @@ def plot_reliability(reliability: Mapping[str, Mapping[str, list[dict]]], path: 
     axes[0][0].set_ylabel("observed frequency")
     if title:
         fig.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     finally:
         plt.close(fig)
     return path

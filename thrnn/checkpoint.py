@@ -8,14 +8,13 @@ a temporary file in the same folder first and is renamed into place (atomic on o
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from thrnn.config import TrainConfig
+from thrnn.files import atomic_write, atomic_write_text
 from thrnn.models import HierarchicalGRU, build_model
 
 MODEL_FILE = "model.pt"
@@ -25,30 +24,12 @@ HISTORY_FILE = "history.json"
 MODEL_FORMAT = "thrnn-model/1"
 
 
-def atomic_write_bytes(path: str | Path, write: Any) -> Path:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    return atomic_write_bytes(path, lambda f: torch.save(obj, f))
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_json(obj: Any, path: str | Path) -> Path:
-    data = json.dumps(obj, indent=2, sort_keys=True).encode()
-    return atomic_write_bytes(path, lambda f: f.write(data))
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def save_model(run_dir: str | Path, model: HierarchicalGRU, cfg: TrainConfig,

@@ -22,16 +22,14 @@ Every model and baseline goes through :func:`metrics_from_predictions`, so they 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from thrnn.files import write_json_atomic
 from thrnn.metrics import DEFAULT_KS, GAP_BUCKET_UPPER_HOURS, GAP_CAP_HOURS, ranking_metrics, return_time_mae
 
 FIRST_PREFIX = "first_item_"
@@ -139,22 +137,6 @@ def evaluate_run(data_dir: str | Path, run_dir: str | Path, device: str = "cpu",
     metrics = metrics_from_predictions(pred)
     metrics["model"] = cfg.model
     return metrics
-
-
-def write_json_atomic(obj: Any, path: str | Path) -> Path:
-    """JSON to a temporary file beside ``path``, then renamed into place (readers never see half)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def format_summary(metrics: dict[str, Any]) -> str:

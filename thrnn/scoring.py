@@ -34,11 +34,12 @@ import pyarrow.parquet as pq
 import torch
 
 from contract import columns as C
-from thrnn.checkpoint import atomic_write_bytes, load_run
+from thrnn.checkpoint import load_run
 from thrnn.churn import ChurnLaw, fit_no_return
 from thrnn.config import TrainConfig
 from thrnn.data import SessionData, load_sessions
 from thrnn.device import resolve_device
+from thrnn.files import atomic_write
 from thrnn.inference import (
     EVAL_BATCH_USERS,
     ChunkScorer,
@@ -214,7 +215,7 @@ def _recalibration(model: HierarchicalGRU, data: SessionData, after: torch.Tenso
 def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     """Atomic Parquet write (temporary file, then rename)."""
     table = pa.Table.from_pandas(df, preserve_index=False)
-    return atomic_write_bytes(path, lambda f: pq.write_table(table, f))
+    return atomic_write(path, lambda f: pq.write_table(table, f))
 
 
 # ------------------------------------------------------------------------------------------ CLI

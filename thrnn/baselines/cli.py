@@ -24,7 +24,8 @@ import numpy as np
 from thrnn.baselines import hawkes, lognormal, median, ranking
 from thrnn.baselines import session_aware as sa
 from thrnn.baselines.protocol import BaselinePredictions, session_table, targets_from_split, train_gap_hours
-from thrnn.evaluate import format_summary, metrics_from_predictions, write_json_atomic
+from thrnn.evaluate import format_summary, metrics_from_predictions
+from thrnn.files import write_json_atomic
 from thrnn.io import Split, read_split
 
 log = logging.getLogger(__name__)

@@ -5,9 +5,10 @@ published-night contract. Heavy libraries (pandas, mlflow, torch) are imported i
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from thrnn.files import atomic_write
 
 from . import registry
 from .params import RunParams
@@ -101,9 +102,7 @@ def write_scores(paths: RunPaths, recs: Any, churn: Any) -> None:
     paths.scores.mkdir(parents=True, exist_ok=True)
     for frame, cols, fname in ((recs, RECOMMENDATION_COLUMNS, SCORE_FILES["recommendations"]),
                                (churn, CHURN_COLUMNS, SCORE_FILES["churn_risk"])):
-        tmp = paths.scores / f".{fname}.tmp"
-        frame[cols].to_parquet(tmp, index=False)
-        os.replace(tmp, paths.scores / fname)
+        atomic_write(paths.scores / fname, lambda f, frame=frame, cols=cols: frame[cols].to_parquet(f, index=False))
 
 
 def night_frames(paths: RunPaths, params: RunParams, run_date: dt.date) -> dict[str, Any]:

@@ -9,10 +9,11 @@ release) and gives absent fields their defaults. Nothing heavy is imported here.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
+
+from thrnn.files import write_json_atomic
 
 from .settings import RunPaths
 
@@ -39,11 +40,7 @@ class TaskState:
 
     def save(self, paths: RunPaths) -> Self:
         """Write the state file atomically (temporary file, then rename); returns ``self``."""
-        path = self.path(paths)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(self.to_dict(), self.path(paths), allow_nan=True)
         return self
 
     @classmethod
