@@ -147,6 +147,19 @@ def _validated(fields: DataFrame, time_kind: str) -> DataFrame:
     )
 
 
+# Characters a one-character regex must escape (java.lang.String.split's own list).
+_REGEX_META = ".$|()[{^?*+\\"
+
+
+def _literal_pattern(delimiter: str) -> str:
+    """A Java regex matching ``delimiter`` literally. A single character is given bare or escaped with a
+    backslash: String.split (behind Spark's ``split``) then splits without compiling a regex for every
+    row (about 2 CPU seconds per million lines); longer delimiters are quoted (``\\Q...\\E``)."""
+    if len(delimiter) == 1:
+        return "\\" + delimiter if delimiter in _REGEX_META else delimiter
+    return "\\Q" + delimiter + "\\E"
+
+
 def parse_text_lines(lines: DataFrame, layout: TextLayout) -> DataFrame:
     """Parse raw lines (:data:`jobs.schemas.LINE_SCHEMA`) into :data:`jobs.schemas.PARSED_SCHEMA` rows.
 
@@ -155,7 +168,7 @@ def parse_text_lines(lines: DataFrame, layout: TextLayout) -> DataFrame:
     split = lines.select(
         *_KEEP,
         F.col("value").alias("_raw"),
-        F.split("value", "\\Q" + layout.delimiter + "\\E", -1).alias("_parts"),
+        F.split("value", _literal_pattern(layout.delimiter), -1).alias("_parts"),
         F.is_valid_utf8("value").alias("_utf8_ok"),
     )
 
@@ -321,6 +334,10 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
     :data:`FATES`) and, for kept events, ``session_index``, ``position``, ``is_continuation``,
     ``gap_before_seconds``, ``n_sessions`` and ``is_train`` (nulls for removed events). Events of a
     user are ordered by time, ties by ``seq`` (input order).
+
+    Four window operators and two sorts of the user's events: two in time order (rules 1-2 and
+    running counts), two over whole raw sessions (ordered by ``raw_session`` only, range frames:
+    what a session and the sessions before it hold). Every other figure is derived from those.
     """
     L = rules.max_session_length
     user, ts, seq = F.col(S.USER_KEY_RAW), F.col(S.TS_US), F.col(S.SEQ)
@@ -337,16 +354,32 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
     carried = [c for c in (S.ITEM_NAME_RAW,) if c in events.columns]
     df = events.select(
         S.USER_KEY_RAW, S.ITEM_KEY_RAW, S.TS_US, S.SEQ, *carried, starts.alias("_start"), repeat.alias("_repeat")
-    ).withColumn(RAW_SESSION, (F.sum(F.col("_start").cast("int")).over(running) - 1).cast("int"))
-
-    # Rules 3 and 4 on what is left of each session after rule 2: positions and lengths count the
-    # non-repeats. Ordered by (user, raw_session, time): what the next window needs too, so one sort.
-    # Window expressions of one spec in one select share one window operator.
-    in_session = Window.partitionBy(user, RAW_SESSION).orderBy(ts, seq)
+    )
+    # Running counts in time order: sessions started (raw_session), non-repeats so far (positions
+    # and lengths after rule 2 count non-repeats only) and the time the session started.
     nonrep = (~F.col("_repeat")).cast("int")
-    pos = F.sum(nonrep).over(in_session.rowsBetween(Window.unboundedPreceding, Window.currentRow))
-    length = F.sum(nonrep).over(in_session.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing))
-    df = df.select("*", (pos - 1).cast("int").alias("_pos"), length.alias("_len"))
+    df = df.select(
+        "*",
+        (F.sum(F.col("_start").cast("int")).over(running) - 1).cast("int").alias(RAW_SESSION),
+        F.sum(nonrep).over(running).alias("_cum"),
+        F.last(F.when(F.col("_start"), ts), ignorenulls=True).over(running).alias("_start_ts"),
+    )
+
+    # Rules 3 and 4 per raw session: the non-repeats of the sessions before (range frames over
+    # raw_session: order-free sums, so the order of events within a session does not matter here).
+    by_session = Window.partitionBy(user).orderBy(RAW_SESSION)
+    before = by_session.rangeBetween(Window.unboundedPreceding, -1)
+    through = by_session.rangeBetween(Window.unboundedPreceding, Window.currentRow)
+    df = df.select(
+        "*",
+        F.coalesce(F.sum(nonrep).over(before), F.lit(0)).alias("_before"),
+        F.sum(nonrep).over(through).alias("_through"),
+    )
+    df = df.select(
+        *[c for c in df.columns if c not in ("_cum", "_before", "_through")],
+        (F.col("_cum") - F.col("_before") - 1).cast("int").alias("_pos"),  # first event: 0
+        (F.col("_through") - F.col("_before")).alias("_len"),
+    )
     chunk = F.floor(F.col("_pos") / L)
     chunk_len = F.least(F.lit(L), F.col("_len") - chunk * L)
     fate = (
@@ -357,33 +390,25 @@ def sessionize(events: DataFrame, rules: SessionRules) -> DataFrame:
     )
     df = df.withColumn("_fate4", fate).withColumn("_chunk", chunk.cast("int"))
 
-    # Sessions after rule 4 = chunks; index, gap and count over the user's surviving events in time
-    # order (raw_session first in the ordering only to reuse the sort above; it follows time anyway).
+    # Sessions after rule 4 = chunks. A kept event's chunks before it in its own session are all kept
+    # (only a session's last chunk can be short), so its session index is the chunks kept in earlier
+    # sessions plus its chunk number; its session's first chunk starts at the session's first event,
+    # whose gap is to the last kept event of the earlier sessions (continuations: 0).
     kept4 = F.col("_fate4").isNull()
-    in_user = Window.partitionBy(user).orderBy(RAW_SESSION, ts, seq)
-    so_far = in_user.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    chunk_start = kept4 & (F.col("_pos") % L == 0)
+    chunk_start = (kept4 & (F.col("_pos") % L == 0)).cast("int")
+    whole_user = by_session.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     df = df.select(
         "*",
-        (F.sum(chunk_start.cast("int")).over(so_far) - 1).cast("int").alias(C.SESSION_INDEX),
-        F.last(F.when(kept4, ts), ignorenulls=True)
-        .over(in_user.rowsBetween(Window.unboundedPreceding, -1))
-        .alias("_prev_kept_ts"),
+        F.coalesce(F.sum(chunk_start).over(before), F.lit(0)).alias("_earlier"),
+        F.sum(chunk_start).over(whole_user).alias("_chunks"),
+        F.max(F.when(kept4, ts)).over(before).alias("_prev_kept_ts"),
     )
-    is_cont = F.col("_chunk") > 0
-    # Gap at a session's first event, carried to the session's other events (continuations: 0).
-    start_gap = F.when(chunk_start & is_cont, F.lit(0.0)).when(
-        chunk_start, (ts - F.col("_prev_kept_ts")) / 1_000_000.0
+    session_index = F.when(kept4, F.col("_earlier") + F.col("_chunk")).cast("int")
+    n_sessions = F.when(F.col("_chunks") > 0, F.col("_chunks")).cast("int")
+    gap = F.when(F.col("_chunk") > 0, F.lit(0.0)).otherwise(
+        (F.col("_start_ts") - F.col("_prev_kept_ts")) / 1_000_000.0
     )
-    whole_user = in_user.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    n_sessions = F.max(F.when(kept4, F.col(C.SESSION_INDEX))).over(whole_user) + 1
-    df = df.withColumn("_start_gap", start_gap)
-    df = df.select(
-        "*",
-        n_sessions.cast("int").alias(N_SESSIONS),
-        F.last("_start_gap", ignorenulls=True).over(so_far).alias("_gap"),
-    )
-    gap = F.col("_gap")
+    df = df.select("*", session_index.alias(C.SESSION_INDEX), n_sessions.alias(N_SESSIONS))
 
     # Rule 5 (users with too few sessions) and rule 6 (train/test by session index).
     final_fate = F.coalesce(

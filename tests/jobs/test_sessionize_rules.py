@@ -153,3 +153,22 @@ def test_rules_reject_nonsense():
         T.SessionRules(train_fraction=1.0)
     with pytest.raises(ValueError, match="column positions"):
         T.TextLayout(delimiter=",", n_columns=2, user_pos=0, item_pos=1, time_pos=2)
+
+
+@pytest.mark.parametrize("delimiter", ["\t", ",", "|", ".", "\\", "+", "x", "::"])
+def test_delimiters_split_literally(spark, delimiter):
+    """One-character delimiters are given to Spark's split bare or backslash-escaped (its fast path),
+    longer ones quoted: each splits on itself only, regex metacharacters included."""
+    d = delimiter
+    odd = "a" + "".join(c for c in ".|\\+*x" if c not in d) + "b"  # metacharacters, the delimiter's aside
+    lines = [f"ab{d}cd{d}1230768000", f"ab{d}cd", f"{odd}{d}e{d}1230768001", f"ab{d}cd{d}1{d}2"]
+    rows = [(0, 0, n, line) for n, line in enumerate(lines)]
+    layout = T.TextLayout(delimiter=d, n_columns=3, user_pos=0, item_pos=1, time_pos=2, time_kind="epoch")
+    got = T.parse_text_lines(spark.createDataFrame(rows, S.LINE_SCHEMA), layout).orderBy(S.ROW_IN_BLOCK)
+    expected = [
+        ("ab", "cd", 1230768000 * US, None),
+        (None, None, None, T.WRONG_COLUMN_COUNT),
+        (odd, "e", 1230768001 * US, None),
+        (None, None, None, T.WRONG_COLUMN_COUNT),
+    ]
+    assert [(r[S.USER_KEY_RAW], r[S.ITEM_KEY_RAW], r[S.TS_US], r[C.REASON]) for r in got.collect()] == expected
